@@ -1,0 +1,43 @@
+"""lossatlas: see and measure the loss landscapes of neural networks."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+try:
+    __version__ = version("lossatlas")
+except PackageNotFoundError:  # running from a source tree without installing
+    __version__ = "0.0.0+unknown"
+
+from lossatlas.directions import (
+    Directions,
+    as_directions,
+    axis_directions,
+    direction_between,
+    random_directions,
+)
+from lossatlas.engine import Evaluator, LossatlasWarning, Plan
+from lossatlas.errors import LossatlasError
+from lossatlas.metrics import accuracy, error
+from lossatlas.problem import Problem
+from lossatlas.result import Surface, load
+from lossatlas.surface import surface
+
+__all__ = [
+    "Directions",
+    "Evaluator",
+    "LossatlasError",
+    "LossatlasWarning",
+    "Plan",
+    "Problem",
+    "Surface",
+    "__version__",
+    "accuracy",
+    "as_directions",
+    "axis_directions",
+    "direction_between",
+    "error",
+    "load",
+    "random_directions",
+    "surface",
+]

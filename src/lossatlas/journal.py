@@ -1,0 +1,100 @@
+"""An append-only progress journal that survives SIGKILL.
+
+A long run appends one record per finished chunk to `<out>.partial`. Every record carries a
+CRC32, so a record torn by a kill is detected and dropped on resume; the final HDF5 file is only
+written, atomically, once every chunk is done. HDF5 itself is not safe to kill mid-write, which
+is why progress does not live in it.
+
+Layout: a magic line, one JSON header line (the run's key and plan), then records of
+`<chunk index: u32><count: u32><count float64 values><crc32 of the preceding bytes: u32>`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from lossatlas.errors import LossatlasError
+
+MAGIC = b"LOSSATLAS-JOURNAL 1\n"
+_HEAD = struct.Struct("<II")
+_CRC = struct.Struct("<I")
+
+
+class Journal:
+    """Completed chunks of one run, read back from and appended to a `.partial` file."""
+
+    def __init__(self, path: str | Path, header: dict[str, Any]) -> None:
+        self.path = Path(path)
+        self.header = header
+        self.done: dict[int, np.ndarray] = {}
+        self._file = None
+
+    @classmethod
+    def open(cls, path: str | Path, header: dict[str, Any]) -> Journal:
+        """Resume the journal at `path` if it belongs to the same run, else start a new one.
+
+        A journal whose key differs (other directions, grid, data or model) is an error, not
+        something to overwrite silently.
+        """
+        journal = cls(path, header)
+        if journal.path.exists():
+            journal._read()
+        else:
+            journal.path.parent.mkdir(parents=True, exist_ok=True)
+            with open(journal.path, "wb") as f:
+                f.write(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
+                f.flush()
+                os.fsync(f.fileno())
+        journal._file = open(journal.path, "ab")
+        return journal
+
+    def _read(self) -> None:
+        data = self.path.read_bytes()
+        end = data.find(b"\n", len(MAGIC))
+        if not data.startswith(MAGIC) or end < 0:
+            raise LossatlasError(f"{self.path} is not a lossatlas progress file; remove it to start over")
+        stored = json.loads(data[len(MAGIC) : end])
+        if stored.get("key") != self.header["key"]:
+            raise LossatlasError(
+                f"{self.path} holds progress of a different run (other directions, grid, data or "
+                "model); remove it or choose another output file"
+            )
+        self.header = stored
+        pos = good = end + 1
+        while pos + _HEAD.size <= len(data):
+            index, count = _HEAD.unpack_from(data, pos)
+            stop = pos + _HEAD.size + 8 * count
+            if stop + _CRC.size > len(data):
+                break
+            (crc,) = _CRC.unpack_from(data, stop)
+            if crc != zlib.crc32(data[pos:stop]):
+                break
+            self.done[index] = np.frombuffer(data[pos + _HEAD.size : stop], dtype="<f8").copy()
+            pos = good = stop + _CRC.size
+        if good < len(data):  # drop a record torn by a kill, so appends start clean
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+
+    def append(self, index: int, values: np.ndarray) -> None:
+        """Record chunk `index` as done with its values (flushed to disk before returning)."""
+        values = np.ascontiguousarray(values, dtype="<f8")
+        body = _HEAD.pack(index, values.size) + values.tobytes()
+        assert self._file is not None
+        self._file.write(body + _CRC.pack(zlib.crc32(body)))
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.done[index] = values
+
+    def close(self, *, remove: bool = False) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        if remove:
+            self.path.unlink(missing_ok=True)

@@ -1,0 +1,192 @@
+"""A landscape problem: a model, a loss, data and optional metrics.
+
+The user's model is never modified: `Problem` keeps a private copy in evaluation mode on the
+requested device and dtype, and every evaluation goes through `torch.func.functional_call` with
+explicit parameter dictionaries.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from lossatlas.errors import LossatlasError
+
+Batch = tuple[torch.Tensor, torch.Tensor]
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+BN_MODES = ("eval",)
+
+
+def _is_pair(data: Any) -> bool:
+    return (
+        isinstance(data, (tuple, list))
+        and len(data) == 2
+        and all(isinstance(t, torch.Tensor) for t in data)
+    )
+
+
+def _check_batch(batch: Any, where: str) -> Batch:
+    if not _is_pair(batch):
+        raise LossatlasError(
+            f"{where} is not an (inputs, targets) pair of tensors (got {type(batch).__name__})"
+        )
+    x, y = batch
+    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
+        raise LossatlasError(
+            f"{where}: inputs and targets disagree on the number of samples "
+            f"(inputs {tuple(x.shape)}, targets {tuple(y.shape)})"
+        )
+    return x, y
+
+
+class Problem:
+    """A model, a loss function and data, evaluated without touching the model.
+
+    Args:
+        model: any `nn.Module`. It is copied once; the copy is put in evaluation mode.
+        loss_fn: `loss_fn(outputs, targets)`. A mean-reduced loss (the default of every
+            `torch.nn` loss) is averaged over batches weighted by sample count, so the result
+            equals the loss over the whole data at once; a `reduction="sum"` loss is summed; a
+            `reduction="none"` loss (or any per-sample output) is averaged.
+        data: an `(X, y)` pair of tensors, a sequence of `(X, y)` batches, or any re-iterable of
+            batches such as a `DataLoader`.
+        metrics: named functions `metric(outputs, targets)` returning a per-batch mean (for
+            example `lossatlas.accuracy`), averaged like the loss.
+        batch_size: split an `(X, y)` pair into batches of this size. The default lets the
+            engine choose from its memory budget. Ignored for other data.
+        device: where to evaluate; defaults to the device of the model's first parameter.
+        dtype: floating dtype for the model copy and the inputs; defaults to the model's.
+        bn: how BatchNorm and dropout are treated. `"eval"` uses the stored running statistics
+            and disables dropout.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        loss_fn: LossFn,
+        data: Any,
+        *,
+        metrics: Mapping[str, LossFn] | None = None,
+        batch_size: int | None = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        bn: str = "eval",
+    ) -> None:
+        if not isinstance(model, nn.Module):
+            raise LossatlasError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        if not callable(loss_fn):
+            raise LossatlasError("loss_fn must be callable as loss_fn(outputs, targets)")
+        if bn not in BN_MODES:
+            raise LossatlasError(f"bn={bn!r} is not supported; choose one of {BN_MODES}")
+        if batch_size is not None and batch_size < 1:
+            raise LossatlasError(f"batch_size must be at least 1, got {batch_size}")
+        for name, fn in (metrics or {}).items():
+            if not callable(fn):
+                raise LossatlasError(f"metric {name!r} is not callable")
+        first = next(model.parameters(), None)
+        if first is None:
+            raise LossatlasError("the model has no parameters to move along")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.metrics: dict[str, LossFn] = dict(metrics or {})
+        self.device = torch.device(device) if device is not None else first.device
+        self.dtype = dtype if dtype is not None else first.dtype
+        if not self.dtype.is_floating_point:
+            raise LossatlasError(f"dtype must be a floating dtype, got {self.dtype}")
+        self.bn = bn
+        self.batch_size = batch_size
+        self.reduction = getattr(loss_fn, "reduction", "mean")
+
+        self.module = copy.deepcopy(model).to(device=self.device, dtype=self.dtype).eval()
+        self.params: dict[str, torch.Tensor] = {
+            name: p.detach() for name, p in self.module.named_parameters()
+        }
+        for p in self.params.values():
+            p.requires_grad_(False)
+        self.buffers: dict[str, torch.Tensor] = dict(self.module.named_buffers())
+
+        self._pair: Batch | None = None
+        self._batches: list[Batch] | None = None
+        self._loader: Iterable | None = None
+        if _is_pair(data):
+            self._pair = self._to_device(_check_batch(data, "data"))
+            self.n_samples = int(self._pair[0].shape[0])
+        elif isinstance(data, Sequence) and not isinstance(data, (str, bytes, torch.Tensor)):
+            self._batches = [
+                self._to_device(_check_batch(b, f"batch {i}")) for i, b in enumerate(data)
+            ]
+            self.n_samples = sum(int(x.shape[0]) for x, _ in self._batches)
+        elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor)):
+            self._loader = data
+            self.n_samples = sum(int(_check_batch(b, "a batch")[0].shape[0]) for b in data)
+        else:
+            raise LossatlasError(
+                "data must be an (X, y) pair of tensors, a list of (X, y) batches or a DataLoader"
+            )
+        if self.n_samples == 0:
+            raise LossatlasError("the dataset is empty: there is nothing to evaluate the loss on")
+
+    @property
+    def n_params(self) -> int:
+        """Number of scalar parameters (tied parameters counted once)."""
+        return sum(p.numel() for p in self.params.values())
+
+    def _to_device(self, batch: Batch) -> Batch:
+        x, y = batch
+        x = x.to(self.device, dtype=self.dtype) if x.is_floating_point() else x.to(self.device)
+        y = y.to(self.device, dtype=self.dtype) if y.is_floating_point() else y.to(self.device)
+        return x, y
+
+    def max_batch_size(self) -> int:
+        """Largest batch the data will be served in, for memory planning."""
+        if self._pair is not None:
+            return min(self.n_samples, self.batch_size or self.n_samples)
+        if self._batches is not None:
+            return max(int(x.shape[0]) for x, _ in self._batches)
+        return max(int(b[0].shape[0]) for b in self._loader)  # type: ignore[union-attr]
+
+    def batches(self, batch_size: int | None = None) -> Iterator[Batch]:
+        """Yield the data as `(X, y)` batches on the problem's device.
+
+        `batch_size` only applies to an `(X, y)` pair (the engine passes its choice here);
+        `Problem(batch_size=...)` wins when set.
+        """
+        if self._pair is not None:
+            size = self.batch_size or batch_size or self.n_samples
+            x, y = self._pair
+            for start in range(0, self.n_samples, size):
+                yield x[start : start + size], y[start : start + size]
+        elif self._batches is not None:
+            yield from self._batches
+        else:
+            for batch in self._loader:  # type: ignore[union-attr]
+                yield self._to_device(_check_batch(batch, "a batch"))
+
+    def first_batch(self) -> Batch:
+        """A small batch for probing the model."""
+        x, y = next(self.batches())
+        return x[:2], y[:2]
+
+    def fingerprint(self) -> str:
+        """A hash of the data (tensors in memory) or its size (other iterables)."""
+        h = hashlib.blake2b(digest_size=12)
+        h.update(f"{self.n_samples}".encode())
+        if self._loader is None:
+            for x, y in self.batches():
+                for t in (x, y):
+                    h.update(str(tuple(t.shape)).encode())
+                    h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        return h.hexdigest()
+
+    def __repr__(self) -> str:
+        return (
+            f"Problem(model={type(self.model).__name__}, n_params={self.n_params}, "
+            f"n_samples={self.n_samples}, metrics={list(self.metrics)}, device={self.device}, "
+            f"dtype={self.dtype}, bn={self.bn!r})"
+        )

@@ -1,0 +1,219 @@
+"""1D lines and 2D grids of the loss around a point, computed in resumable chunks."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lossatlas.directions import Directions, as_directions
+from lossatlas.engine import Evaluator, LossatlasWarning, Plan
+from lossatlas.errors import LossatlasError
+from lossatlas.journal import Journal
+from lossatlas.problem import Problem
+from lossatlas.progress import progress
+from lossatlas.result import Surface, load, versions
+
+
+def _per_axis(value: Any, m: int, what: str, single: type | tuple) -> list:
+    """One setting for every direction, or a sequence of one per direction."""
+    if isinstance(value, single) or (
+        what == "span" and isinstance(value, Sequence) and len(value) == 2
+        and all(isinstance(v, (int, float, np.number)) for v in value)
+    ):
+        return [value] * m
+    if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != m:
+        raise LossatlasError(f"{what} must be one value or one per direction ({m}), got {value!r}")
+    return list(value)
+
+
+def grid_axes(steps: Any, span: Any, m: int) -> tuple[np.ndarray, ...]:
+    """Check `steps` and `span` (one for all directions, or one per direction); make the axes."""
+    axes = []
+    for n, s in zip(_per_axis(steps, m, "steps", (int, np.integer)),
+                    _per_axis(span, m, "span", ())):
+        if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
+            raise LossatlasError(f"steps must be integers of at least 2, got {n!r}")
+        try:
+            lo, hi = (float(v) for v in s)
+        except (TypeError, ValueError):
+            raise LossatlasError(f"span must be a (low, high) pair of numbers, got {s!r}") from None
+        if not (math.isfinite(lo) and math.isfinite(hi)):
+            raise LossatlasError(f"span must be finite, got ({lo}, {hi})")
+        if not lo < hi:
+            raise LossatlasError(f"span must have low < high, got ({lo}, {hi})")
+        axes.append(np.linspace(lo, hi, int(n)))
+    return tuple(axes)
+
+
+def _center(problem: Problem, center: Any) -> dict[str, torch.Tensor]:
+    if center is None:
+        return problem.params
+    if isinstance(center, nn.Module):
+        center = {k: p.detach() for k, p in center.named_parameters()}
+    if not isinstance(center, Mapping):
+        raise LossatlasError("center must be a model or a {name: tensor} dict of its parameters")
+    out = {}
+    for name, w in problem.params.items():
+        if name not in center:
+            raise LossatlasError(f"center lacks parameter {name!r}")
+        if tuple(center[name].shape) != tuple(w.shape):
+            raise LossatlasError(f"center has shape {tuple(center[name].shape)} for {name!r}, "
+                                 f"the model has {tuple(w.shape)}")
+        out[name] = center[name].detach().to(problem.device, problem.dtype)
+    return out
+
+
+def _run_key(
+    settings: dict, fingerprint: str, problem: Problem, dirs: Directions, center: dict
+) -> str:
+    """A digest of everything that decides the grid values, to match files and journals."""
+    h = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16)
+    h.update(fingerprint.encode())
+    tensors = [*center.items(), *problem.buffers.items()]
+    tensors += [(f"{i}:{k}", t) for i, d in enumerate(dirs) for k, t in d.items()]
+    for name, t in tensors:
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+def surface(
+    problem: Problem,
+    directions: Directions | Sequence[Mapping[str, torch.Tensor]],
+    steps: int | Sequence[int] = 21,
+    span: tuple[float, float] | Sequence[tuple[float, float]] = (-1.0, 1.0),
+    *,
+    center: nn.Module | Mapping[str, torch.Tensor] | None = None,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    memory_budget: int | str | None = None,
+    path: str = "auto",
+    chunk_size: int | None = None,
+    quiet: bool | None = None,
+) -> Surface:
+    """The loss (and metrics) on a line or grid `theta0 + sum_j c_j d_j`, `c_j` in `span`.
+
+    Args:
+        problem: model, loss and data.
+        directions: a `Directions` or a list of `{name: tensor}` dicts (one per axis).
+        steps: grid points per axis (one int for all axes, or one per axis), at least 2.
+        span: `(low, high)` coefficient range, or one range per axis.
+        center: the origin `theta0` (a model or parameter dict); the problem's weights by
+            default. With `direction_between` and `span=(0, 1)` this interpolates models.
+        out: HDF5 file to write. While running, finished chunks go to `<out>.partial`; an
+            interrupted run called again with the same arguments computes only what is missing
+            and gives bit-identical grids. An existing finished file for the same run is
+            returned as is.
+        overwrite: replace an existing `out` that holds a different surface.
+        memory_budget: bytes (or "512MB") for one chunk of points; sets points per pass.
+        path: engine path, `"auto"`, `"vmap"` or `"sequential"`.
+        chunk_size: points per chunk, overriding the memory budget.
+        quiet: no progress bar (default: the LOSSATLAS_QUIET environment variable).
+    """
+    if not isinstance(problem, Problem):
+        raise LossatlasError(f"expected a lossatlas.Problem, got {type(problem).__name__}")
+    dirs = as_directions(problem, directions)
+    axes = grid_axes(steps, span, len(dirs))
+    origin = _center(problem, center)
+    settings: dict[str, Any] = {
+        "steps": [len(a) for a in axes],
+        "span": [[float(a[0]), float(a[-1])] for a in axes],
+        "center": "weights" if center is None else "custom",
+        "bn": problem.bn,
+        "dtype": str(problem.dtype),
+        "loss_reduction": problem.reduction,
+        "metrics": list(problem.metrics),
+    }
+    fingerprint = problem.fingerprint()
+    key = _run_key(settings, fingerprint, problem, dirs, origin)
+    out = Path(out) if out is not None else None
+    if out is not None and out.exists():
+        try:
+            previous = load(out)
+        except LossatlasError:
+            previous = None
+        if previous is not None and previous.settings.get("key") == key:
+            return previous
+        if not overwrite:
+            raise LossatlasError(f"{out} exists and holds a different result; "
+                                 "pass overwrite=True or choose another file")
+
+    evaluator = Evaluator(problem, dirs, center=origin, memory_budget=memory_budget,
+                          path=path, chunk_size=chunk_size)
+    header = {"key": key, "plan": vars(evaluator.plan)}
+    journal = Journal.open(out.with_name(out.name + ".partial"), header) if out else None
+    if journal is not None:
+        evaluator.plan = Plan(**journal.header["plan"])
+    done: dict[int, np.ndarray] = journal.done if journal else {}
+    resumed = len(done)
+
+    coeffs = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+    n_points, size = len(coeffs), evaluator.plan.chunk_size
+    n_chunks = math.ceil(n_points / size)
+    start = time.perf_counter()
+    try:
+        with progress(f"surface {'x'.join(map(str, settings['steps']))}", n_points,
+                      quiet=quiet) as advance:
+            advance(sum(len(v) for v in done.values()) // (1 + len(problem.metrics)))
+            for i in range(n_chunks):
+                if i in done:
+                    continue
+                chunk = evaluator(coeffs[i * size : (i + 1) * size])
+                values = np.concatenate([chunk.loss, *chunk.metrics.values()])
+                if journal is not None:
+                    journal.append(i, values)
+                else:
+                    done[i] = values
+                advance(len(chunk.loss))
+    except KeyboardInterrupt:
+        if journal is not None:
+            journal.close()
+            print(f"lossatlas: interrupted; {len(journal.done)}/{n_chunks} chunks are saved in "
+                  f"{journal.path}; run the same call again to resume", file=sys.stderr)
+        raise
+    seconds = time.perf_counter() - start
+
+    table = np.concatenate([done[i] for i in range(n_chunks)]).reshape(-1, n_points)
+    shape = tuple(len(a) for a in axes)
+    settings.update(key=key, plan=vars(evaluator.plan))
+    result = Surface(
+        coords=axes,
+        loss=table[0].reshape(shape),
+        metrics={m: table[j + 1].reshape(shape) for j, m in enumerate(problem.metrics)},
+        directions=Directions(
+            tuple({k: t.detach().cpu() for k, t in d.items()} for d in dirs), dirs.settings
+        ),
+        settings=settings,
+        provenance={
+            "n_samples": problem.n_samples,
+            "data_fingerprint": fingerprint,
+            "n_params": problem.n_params,
+            "n_points": n_points,
+            "n_model_calls": evaluator.n_model_calls,
+            "n_point_passes": evaluator.n_point_passes,
+            "chunks_resumed": resumed,
+            "seconds": seconds,
+            "device": str(problem.device),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "versions": versions(),
+        },
+    )
+    if result.nonfinite:
+        warnings.warn(f"lossatlas: {result.nonfinite} of {n_points} points have a non-finite loss "
+                      "(kept as NaN/inf in the result)", LossatlasWarning, stacklevel=2)
+    if out is not None and journal is not None:
+        result.save(out)
+        journal.close(remove=True)
+    return result
