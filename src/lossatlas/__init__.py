@@ -16,9 +16,10 @@ from lossatlas.directions import (
     direction_between,
     random_directions,
 )
-from lossatlas.engine import Evaluator, LossatlasWarning, Plan
+from lossatlas.engine import Evaluator, LossatlasWarning
 from lossatlas.errors import LossatlasError
 from lossatlas.metrics import accuracy, error
+from lossatlas.planning import Plan
 from lossatlas.problem import Problem
 from lossatlas.result import Surface, load
 from lossatlas.surface import surface

@@ -164,9 +164,7 @@ def random_directions(
         _normalize(multi, w64, norm, orthogonal)
         for d, m in zip(raw, multi):
             d.update(m)
-    vectors = tuple(
-        {k: d[k].to(weights[k].device, weights[k].dtype) for k in weights} for d in raw
-    )
+    vectors = tuple({k: d[k].to(weights[k].device, weights[k].dtype) for k in weights} for d in raw)
     settings = {
         "kind": "random",
         "norm": norm,
@@ -204,13 +202,13 @@ def direction_between(
 _ENTRY = re.compile(r"^\s*([\w.]+)\s*(?:\[([\d,\s-]*)\])?\s*$")
 
 
-def parse_entry(
-    entry: str, weights: Mapping[str, torch.Tensor]
-) -> tuple[str, tuple[int, ...]]:
+def parse_entry(entry: str, weights: Mapping[str, torch.Tensor]) -> tuple[str, tuple[int, ...]]:
     """Parse `"fc1.weight[0, 1]"` into a parameter name and an index checked against it."""
     match = _ENTRY.match(entry)
     if not match:
-        raise LossatlasError(f"cannot read {entry!r}; write a parameter entry as 'fc1.weight[0, 1]'")
+        raise LossatlasError(
+            f"cannot read {entry!r}; write a parameter entry as 'fc1.weight[0, 1]'"
+        )
     name, idx_text = match.group(1), match.group(2)
     if name not in weights:
         close = difflib.get_close_matches(name, list(weights), n=1)
@@ -252,13 +250,17 @@ def as_directions(problem: Problem, directions: Any) -> Directions:
     vectors = []
     for i, d in enumerate(directions):
         if not isinstance(d, Mapping):
-            raise LossatlasError(f"direction {i} is a {type(d).__name__}, not a {{name: tensor}} dict")
+            raise LossatlasError(
+                f"direction {i} is a {type(d).__name__}, not a {{name: tensor}} dict"
+            )
         vec = {}
         for name, t in d.items():
             if name not in problem.params:
                 close = difflib.get_close_matches(str(name), list(problem.params), n=1)
                 hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise LossatlasError(f"direction {i} names {name!r}, not a parameter of the model{hint}")
+                raise LossatlasError(
+                    f"direction {i} names {name!r}, not a parameter of the model{hint}"
+                )
             shape = tuple(problem.params[name].shape)
             t = torch.as_tensor(t)
             if tuple(t.shape) != shape:

@@ -37,29 +37,38 @@ class Journal:
         self._file = None
 
     @classmethod
-    def open(cls, path: str | Path, header: dict[str, Any]) -> Journal:
-        """Resume the journal at `path` if it belongs to the same run, else start a new one.
+    def resume(cls, path: str | Path, key: str) -> Journal | None:
+        """The journal at `path` if there is one; an error if it belongs to another run.
 
         A journal whose key differs (other directions, grid, data or model) is an error, not
         something to overwrite silently.
         """
+        if not Path(path).exists():
+            return None
+        journal = cls(path, {"key": key})
+        journal._read()
+        journal._file = open(journal.path, "ab")  # noqa: SIM115 (kept open to append)
+        return journal
+
+    @classmethod
+    def create(cls, path: str | Path, header: dict[str, Any]) -> Journal:
+        """A new, empty journal whose header (with the run's `key`) is on disk on return."""
         journal = cls(path, header)
-        if journal.path.exists():
-            journal._read()
-        else:
-            journal.path.parent.mkdir(parents=True, exist_ok=True)
-            with open(journal.path, "wb") as f:
-                f.write(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
-                f.flush()
-                os.fsync(f.fileno())
-        journal._file = open(journal.path, "ab")
+        journal.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(journal.path, "wb") as f:
+            f.write(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
+            f.flush()
+            os.fsync(f.fileno())
+        journal._file = open(journal.path, "ab")  # noqa: SIM115 (kept open to append)
         return journal
 
     def _read(self) -> None:
         data = self.path.read_bytes()
         end = data.find(b"\n", len(MAGIC))
         if not data.startswith(MAGIC) or end < 0:
-            raise LossatlasError(f"{self.path} is not a lossatlas progress file; remove it to start over")
+            raise LossatlasError(
+                f"{self.path} is not a lossatlas progress file; remove it to start over"
+            )
         stored = json.loads(data[len(MAGIC) : end])
         if stored.get("key") != self.header["key"]:
             raise LossatlasError(

@@ -137,6 +137,16 @@ class Problem:
         """Number of scalar parameters (tied parameters counted once)."""
         return sum(p.numel() for p in self.params.values())
 
+    @property
+    def in_memory(self) -> bool:
+        """Whether the data is held as tensors (so batches are the same objects every pass)."""
+        return self._loader is None
+
+    @property
+    def splittable(self) -> bool:
+        """Whether the engine may choose the batch size (an `(X, y)` pair without one set)."""
+        return self._pair is not None and self.batch_size is None
+
     def _to_device(self, batch: Batch) -> Batch:
         x, y = batch
         x = x.to(self.device, dtype=self.dtype) if x.is_floating_point() else x.to(self.device)

@@ -18,9 +18,10 @@ import torch
 from torch import nn
 
 from lossatlas.directions import Directions, as_directions
-from lossatlas.engine import Evaluator, LossatlasWarning, Plan
+from lossatlas.engine import Evaluator, LossatlasWarning
 from lossatlas.errors import LossatlasError
 from lossatlas.journal import Journal
+from lossatlas.planning import Plan
 from lossatlas.problem import Problem
 from lossatlas.progress import progress
 from lossatlas.result import Surface, load, versions
@@ -29,7 +30,9 @@ from lossatlas.result import Surface, load, versions
 def _per_axis(value: Any, m: int, what: str, single: type | tuple) -> list:
     """One setting for every direction, or a sequence of one per direction."""
     if isinstance(value, single) or (
-        what == "span" and isinstance(value, Sequence) and len(value) == 2
+        what == "span"
+        and isinstance(value, Sequence)
+        and len(value) == 2
         and all(isinstance(v, (int, float, np.number)) for v in value)
     ):
         return [value] * m
@@ -41,8 +44,9 @@ def _per_axis(value: Any, m: int, what: str, single: type | tuple) -> list:
 def grid_axes(steps: Any, span: Any, m: int) -> tuple[np.ndarray, ...]:
     """Check `steps` and `span` (one for all directions, or one per direction); make the axes."""
     axes = []
-    for n, s in zip(_per_axis(steps, m, "steps", (int, np.integer)),
-                    _per_axis(span, m, "span", ())):
+    for n, s in zip(
+        _per_axis(steps, m, "steps", (int, np.integer)), _per_axis(span, m, "span", ())
+    ):
         if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 2:
             raise LossatlasError(f"steps must be integers of at least 2, got {n!r}")
         try:
@@ -69,8 +73,10 @@ def _center(problem: Problem, center: Any) -> dict[str, torch.Tensor]:
         if name not in center:
             raise LossatlasError(f"center lacks parameter {name!r}")
         if tuple(center[name].shape) != tuple(w.shape):
-            raise LossatlasError(f"center has shape {tuple(center[name].shape)} for {name!r}, "
-                                 f"the model has {tuple(w.shape)}")
+            raise LossatlasError(
+                f"center has shape {tuple(center[name].shape)} for {name!r}, "
+                f"the model has {tuple(w.shape)}"
+            )
         out[name] = center[name].detach().to(problem.device, problem.dtype)
     return out
 
@@ -147,15 +153,24 @@ def surface(
         if previous is not None and previous.settings.get("key") == key:
             return previous
         if not overwrite:
-            raise LossatlasError(f"{out} exists and holds a different result; "
-                                 "pass overwrite=True or choose another file")
+            raise LossatlasError(
+                f"{out} exists and holds a different result; "
+                "pass overwrite=True or choose another file"
+            )
 
-    evaluator = Evaluator(problem, dirs, center=origin, memory_budget=memory_budget,
-                          path=path, chunk_size=chunk_size)
-    header = {"key": key, "plan": vars(evaluator.plan)}
-    journal = Journal.open(out.with_name(out.name + ".partial"), header) if out else None
-    if journal is not None:
-        evaluator.plan = Plan(**journal.header["plan"])
+    partial = out.with_name(out.name + ".partial") if out is not None else None
+    journal = Journal.resume(partial, key) if partial is not None else None
+    evaluator = Evaluator(
+        problem,
+        dirs,
+        center=origin,
+        memory_budget=memory_budget,
+        path=path,
+        chunk_size=chunk_size,
+        plan=Plan(**journal.header["plan"]) if journal else None,
+    )
+    if partial is not None and journal is None:
+        journal = Journal.create(partial, {"key": key, "plan": vars(evaluator.plan)})
     done: dict[int, np.ndarray] = journal.done if journal else {}
     resumed = len(done)
 
@@ -164,8 +179,9 @@ def surface(
     n_chunks = math.ceil(n_points / size)
     start = time.perf_counter()
     try:
-        with progress(f"surface {'x'.join(map(str, settings['steps']))}", n_points,
-                      quiet=quiet) as advance:
+        with progress(
+            f"surface {'x'.join(map(str, settings['steps']))}", n_points, quiet=quiet
+        ) as advance:
             advance(sum(len(v) for v in done.values()) // (1 + len(problem.metrics)))
             for i in range(n_chunks):
                 if i in done:
@@ -180,12 +196,16 @@ def surface(
     except KeyboardInterrupt:
         if journal is not None:
             journal.close()
-            print(f"lossatlas: interrupted; {len(journal.done)}/{n_chunks} chunks are saved in "
-                  f"{journal.path}; run the same call again to resume", file=sys.stderr)
+            print(
+                f"lossatlas: interrupted; {len(journal.done)}/{n_chunks} chunks are saved in "
+                f"{journal.path}; run the same call again to resume",
+                file=sys.stderr,
+            )
         raise
     seconds = time.perf_counter() - start
 
-    table = np.concatenate([done[i] for i in range(n_chunks)]).reshape(-1, n_points)
+    rows = 1 + len(problem.metrics)  # a chunk's record is its losses, then each metric
+    table = np.concatenate([done[i].reshape(rows, -1) for i in range(n_chunks)], axis=1)
     shape = tuple(len(a) for a in axes)
     settings.update(key=key, plan=vars(evaluator.plan))
     result = Surface(
@@ -211,8 +231,12 @@ def surface(
         },
     )
     if result.nonfinite:
-        warnings.warn(f"lossatlas: {result.nonfinite} of {n_points} points have a non-finite loss "
-                      "(kept as NaN/inf in the result)", LossatlasWarning, stacklevel=2)
+        warnings.warn(
+            f"lossatlas: {result.nonfinite} of {n_points} points have a non-finite loss "
+            "(kept as NaN/inf in the result)",
+            LossatlasWarning,
+            stacklevel=2,
+        )
     if out is not None and journal is not None:
         result.save(out)
         journal.close(remove=True)
