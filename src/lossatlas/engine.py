@@ -46,6 +46,16 @@ def _reduce(value: torch.Tensor) -> torch.Tensor:
     return value.mean() if value.ndim > 0 else value
 
 
+def _has_spatial_layers(module: torch.nn.Module) -> bool:
+    spatial = (
+        torch.nn.modules.conv._ConvNd,
+        torch.nn.modules.pooling._MaxPoolNd,
+        torch.nn.modules.pooling._AvgPoolNd,
+        torch.nn.modules.batchnorm._BatchNorm,
+    )
+    return any(isinstance(m, spatial) for m in module.modules())
+
+
 def one_line(exc: BaseException) -> str:
     """`Type: first line of the message`, for one-line errors and warnings."""
     text = str(exc).strip().splitlines()
@@ -99,8 +109,10 @@ class Evaluator:
         self.n_model_calls = 0
         self.n_point_passes = 0
         footprint = self._probe()
+        if path == "auto" and problem.device.type == "cpu" and _has_spatial_layers(problem.module):
+            path = "sequential"  # vmap's conv/pool/BatchNorm rules re-layout tensors on the CPU
         self.shortcut = None
-        if shortcut and path != "sequential" and moving and (plan is None or plan.shortcut):
+        if shortcut and moving and (plan is None or plan.shortcut):
             x, _ = problem.first_batch()
             self.shortcut = InputLayerShortcut.detect(
                 problem.module, x, self.center, problem.buffers, self.stacks
@@ -182,23 +194,28 @@ class Evaluator:
         return torch.as_tensor(c, dtype=self.problem.dtype, device=self.problem.device)
 
     def _forward(self, moving, coeffs: torch.Tensor, index: int, x, y) -> list[torch.Tensor]:
-        k = len(coeffs)
+        sc = self.shortcut if self.plan.shortcut else None
+        fixed, products = self.fixed, None
+        if sc is not None:
+            products = sc.products(x, index if self.problem.in_memory else None)
+            moving = {n: t for n, t in moving.items() if n not in sc.owned}
+            fixed = {n: t for n, t in fixed.items() if n not in sc.owned}
         if self.plan.path == "sequential":
-            self.n_model_calls += k
-            rows = [
-                self._per_point({n: t[i] for n, t in moving.items()}, self.fixed, x, y)
-                for i in range(k)
-            ]
+            self.n_model_calls += len(coeffs)
+            rows = []
+            for i in range(len(coeffs)):
+                point = {n: t[i] for n, t in moving.items()}
+                if sc is None:
+                    rows.append(self._per_point(point, fixed, x, y))
+                else:  # one point's pre-activation at a time keeps it in cache
+                    pre = sc.combine(products, coeffs[i : i + 1])[0]
+                    rows.append(self._per_point_shortcut(point, fixed, pre, x, y))
             return [torch.stack(col) for col in zip(*rows)]
         self.n_model_calls += 1
-        if self.plan.shortcut and self.shortcut is not None:
-            sc = self.shortcut
-            pre = sc.combine(sc.products(x, index if self.problem.in_memory else None), coeffs)
-            owned = {n: t for n, t in moving.items() if n not in sc.owned}
-            fixed = {n: t for n, t in self.fixed.items() if n not in sc.owned}
-            fn = vmap(self._per_point_shortcut, in_dims=(0, None, 0, None, None))
-            return list(fn(owned, fixed, pre, x, y))
-        return list(vmap(self._per_point, in_dims=(0, None, None, None))(moving, self.fixed, x, y))
+        if sc is None:
+            return list(vmap(self._per_point, in_dims=(0, None, None, None))(moving, fixed, x, y))
+        fn = vmap(self._per_point_shortcut, in_dims=(0, None, 0, None, None))
+        return list(fn(moving, fixed, sc.combine(products, coeffs), x, y))
 
     def __call__(self, coeffs: np.ndarray) -> ChunkResult:
         """Loss and metrics at `theta0 + C @ D` for each row of `coeffs` (shape (K, m))."""
@@ -233,5 +250,5 @@ class Evaluator:
                 LossatlasWarning,
                 stacklevel=4,
             )
-            self.plan = replace(self.plan, path="sequential", shortcut=False)
+            self.plan = replace(self.plan, path="sequential")
             return self._forward(moving, coeffs, index, x, y)

@@ -5,7 +5,9 @@ means larger, more efficient kernels. On the CPU bigger is not better: once one 
 tensor outgrows the caches, every elementwise pass streams from memory, and glibc returns large
 blocks to the kernel after every use, so each new one costs page faults. The CPU plan therefore
 keeps the largest activation of one pass under `CPU_ACTIVATION_TARGET` and raises glibc's mmap
-threshold to just above it (`tune_malloc`), which made the digits MLP 25-45% faster here.
+threshold to just above it (`tune_malloc`), which made the digits MLP 25-45% faster here. On the
+sequential path (one point per forward) only the batch size matters; it is chosen so the largest
+activation stays in cache.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ import torch
 from lossatlas.errors import LossatlasError
 
 CPU_ACTIVATION_TARGET = 16 << 20
+CPU_SEQUENTIAL_TARGET = 4 << 20  # one point per forward: keep its largest activation in cache
+SEQUENTIAL_CHUNK = 32  # points per chunk on the sequential path: the unit of progress and resume
 _GLIBC_MMAP_THRESHOLD_MAX = 32 << 20
 _malloc_tuned = False
 
@@ -128,6 +132,12 @@ def make_plan(
         return max(1, int(k))
 
     batch = batch_size or data_batch
+    if path == "sequential":
+        if batch_size is None and splittable and device.type == "cpu":
+            batch = max(32, CPU_SEQUENTIAL_TARGET // (footprint.largest * itemsize))
+        batch = min(batch, n_samples)
+        chunk = chunk_size or max(1, min(SEQUENTIAL_CHUNK, budget // (per_point + 1)))
+        return Plan(chunk_size=int(chunk), batch_size=int(batch), path=path, shortcut=shortcut)
     if batch_size is None and splittable:
         # Several points per pass matter more than whole-data batches: halve until 8 fit.
         while batch > 64 and fits(batch) < 8:
