@@ -215,7 +215,12 @@ def parse_entry(entry: str, weights: Mapping[str, torch.Tensor]) -> tuple[str, t
         hint = f"; did you mean {close[0]!r}?" if close else ""
         raise LossatlasError(f"the model has no parameter {name!r}{hint}")
     shape = tuple(weights[name].shape)
-    index = tuple(int(i) for i in idx_text.split(",") if i.strip()) if idx_text else ()
+    try:
+        index = tuple(int(i) for i in idx_text.split(",") if i.strip()) if idx_text else ()
+    except ValueError:
+        raise LossatlasError(
+            f"cannot read the index in {entry!r}; write e.g. 'fc1.weight[0, 1]'"
+        ) from None
     if len(index) != len(shape) or any(not -s <= i < s for i, s in zip(index, shape)):
         raise LossatlasError(f"{entry!r} is not an entry of {name!r}, whose shape is {shape}")
     return name, index

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from lossatlas.directions import Directions
+from lossatlas.directions import Directions, as_directions
 from lossatlas.errors import LossatlasError
 from lossatlas.plane import InputLayerShortcut
 from lossatlas.planning import Footprint, Plan, default_budget, make_plan, parse_bytes, tune_malloc
@@ -62,6 +62,51 @@ def one_line(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
 
 
+@dataclass(frozen=True)
+class Probe:
+    """What one small forward pass at the centre tells: activation sizes and the values there.
+
+    `values` (loss, then metrics, on the first two samples) go into run keys, so that a changed
+    loss function or model code is not mistaken for the same run.
+    """
+
+    footprint: Footprint
+    values: tuple[float, ...]
+
+
+def probe(problem: Problem, center: Mapping[str, torch.Tensor] | None = None) -> Probe:
+    """Run the model once at `center` on two samples; user errors become `LossatlasError`s."""
+    center = problem.params if center is None else center
+    x, y = problem.first_batch()
+    sizes: list[int] = [x[0].numel() * len(x)]
+
+    def hook(_module, _inputs, output):
+        if isinstance(output, torch.Tensor):
+            sizes.append(output.numel())
+
+    handles = [m.register_forward_hook(hook) for m in problem.module.modules()]
+    try:
+        with torch.no_grad():
+            out = functional_call(problem.module, (dict(center), problem.buffers), (x,))
+    except Exception as exc:  # the user's model rejected the user's data
+        raise LossatlasError(f"the model fails on the data: {one_line(exc)}") from exc
+    finally:
+        for h in handles:
+            h.remove()
+    values = []
+    for name, fn in [("loss_fn", problem.loss_fn), *problem.metrics.items()]:
+        try:
+            value = fn(out, y)
+        except Exception as exc:
+            raise LossatlasError(f"{name} fails on the model's outputs: {one_line(exc)}") from exc
+        if not isinstance(value, torch.Tensor):
+            raise LossatlasError(f"{name} must return a tensor, got {type(value).__name__}")
+        values.append(float(_reduce(value)))
+    n = len(x)
+    footprint = Footprint(total=max(1, sum(sizes) // n), largest=max(1, max(sizes) // n))
+    return Probe(footprint=footprint, values=tuple(values))
+
+
 class Evaluator:
     """Evaluates the loss and metrics at `theta0 + C @ D` for chunks of coefficient rows `C`.
 
@@ -76,6 +121,7 @@ class Evaluator:
         chunk_size: points per chunk, overriding the plan.
         batch_size: samples per batch for an `(X, y)` pair, overriding the plan.
         plan: a complete plan (for resuming a run exactly as it started).
+        probed: the result of `probe(problem, center)`, if already computed.
     """
 
     def __init__(
@@ -90,13 +136,14 @@ class Evaluator:
         chunk_size: int | None = None,
         batch_size: int | None = None,
         plan: Plan | None = None,
+        probed: Probe | None = None,
     ) -> None:
         if path not in PATHS:
             raise LossatlasError(f"path={path!r} is not one of {PATHS}")
         if chunk_size is not None and chunk_size < 1:
             raise LossatlasError(f"chunk_size must be at least 1, got {chunk_size}")
         self.problem = problem
-        self.directions = directions
+        self.directions = directions = as_directions(problem, directions)
         self.center = dict(center) if center is not None else problem.params
         moving = [n for n in problem.params if any(n in d and d[n].any() for d in directions)]
         # D[name]: (m, *shape); directions that leave a parameter out contribute zeros.
@@ -108,7 +155,7 @@ class Evaluator:
         self.fall_back = path == "auto"
         self.n_model_calls = 0
         self.n_point_passes = 0
-        footprint = self._probe()
+        footprint = (probed or probe(problem, self.center)).footprint
         if path == "auto" and problem.device.type == "cpu" and _has_spatial_layers(problem.module):
             path = "sequential"  # vmap's conv/pool/BatchNorm rules re-layout tensors on the CPU
         self.shortcut = None
@@ -135,38 +182,6 @@ class Evaluator:
         self.plan = plan
         if problem.device.type == "cpu":
             tune_malloc()
-
-    # -- probing --------------------------------------------------------------------------
-    def _probe(self) -> Footprint:
-        """Run the model once at the centre on two samples; measure activations per sample."""
-        problem = self.problem
-        x, y = problem.first_batch()
-        sizes: list[int] = [x[0].numel() * len(x)]
-
-        def hook(_module, _inputs, output):
-            if isinstance(output, torch.Tensor):
-                sizes.append(output.numel())
-
-        handles = [m.register_forward_hook(hook) for m in problem.module.modules()]
-        try:
-            with torch.no_grad():
-                out = functional_call(problem.module, (self.center, problem.buffers), (x,))
-        except Exception as exc:  # the user's model rejected the user's data
-            raise LossatlasError(f"the model fails on the data: {one_line(exc)}") from exc
-        finally:
-            for h in handles:
-                h.remove()
-        for name, fn in [("loss_fn", problem.loss_fn), *problem.metrics.items()]:
-            try:
-                value = fn(out, y)
-            except Exception as exc:
-                raise LossatlasError(
-                    f"{name} fails on the model's outputs: {one_line(exc)}"
-                ) from exc
-            if not isinstance(value, torch.Tensor):
-                raise LossatlasError(f"{name} must return a tensor, got {type(value).__name__}")
-        n = len(x)
-        return Footprint(total=max(1, sum(sizes) // n), largest=max(1, max(sizes) // n))
 
     # -- evaluation -----------------------------------------------------------------------
     def _values(self, module, moving, fixed, x, y) -> tuple[torch.Tensor, ...]:

@@ -36,28 +36,26 @@ class _Precomputed(nn.Module):
 
 
 def _find_input_layer(module: nn.Module, x: torch.Tensor, params) -> str | None:
-    """Name of the supported layer that receives the raw input, if exactly one call does."""
-    calls: list[str] = []
+    """Name of the layer that first receives the raw input, if it is supported and called once."""
+    calls: list[tuple[str, bool]] = []
 
     def pre_hook(name):
         def hook(mod, args):
-            if args and args[0] is x and type(mod) in SUPPORTED:
-                calls.append(name)
-            elif type(mod) in SUPPORTED:
-                calls.append("")
+            calls.append((name, bool(args) and args[0] is x and type(mod) in SUPPORTED))
 
         return hook
 
-    handles = [m.register_forward_pre_hook(pre_hook(n)) for n, m in module.named_modules()]
+    handles = [m.register_forward_pre_hook(pre_hook(n)) for n, m in module.named_modules() if n]
     try:
         with torch.no_grad():
             torch.func.functional_call(module, params, (x,))
     finally:
         for h in handles:
             h.remove()
-    if not calls or not calls[0] or calls.count(calls[0]) != 1:
+    raw = [name for name, is_raw in calls if is_raw]
+    if not raw or [name for name, _ in calls].count(raw[0]) != 1:
         return None
-    return calls[0]
+    return raw[0]
 
 
 class InputLayerShortcut:
@@ -98,19 +96,46 @@ class InputLayerShortcut:
 
     @classmethod
     def detect(cls, module: nn.Module, x: torch.Tensor, center, buffers, stacks):
-        """A shortcut for this model, or None when the input layer is not a plain one."""
+        """A shortcut for this model, or None when the input layer is not a plain one.
+
+        The shortcut is kept only if the substituted model reproduces the original's outputs on
+        the probe batch at a point off the centre, which also rules out forwards that read the
+        layer's weights directly (a tied transpose, say).
+        """
         name = _find_input_layer(module, x, (center, buffers))
         if name is None:
             return None
         layer = module.get_submodule(name)
-        if x.ndim != (2 if isinstance(layer, nn.Linear) else 4):
+        if x.ndim != (2 if isinstance(layer, nn.Linear) else 4) or getattr(layer, "groups", 1) != 1:
             return None
         m = len(next(iter(stacks.values())))
-        fan_in = layer.weight[0].numel()
         shared = sum(p is layer.weight for _, p in module.named_parameters(remove_duplicate=False))
-        if fan_in < 4 * m or shared != 1:  # not worth it, or the weight is used elsewhere
+        if layer.weight[0].numel() < 4 * m or shared != 1:  # not worth it, or weight shared
             return None
-        return cls(module, name, layer, center, stacks)
+        shortcut = cls(module, name, layer, center, stacks)
+        return shortcut if shortcut._reproduces(module, x, center, buffers, stacks) else None
+
+    def _reproduces(self, module, x, center, buffers, stacks) -> bool:
+        coeffs = torch.full((1, self.m), 0.5, dtype=x.dtype, device=x.device)
+        point = {
+            **center,
+            **{n: center[n] + torch.tensordot(coeffs[0], d, 1) for n, d in stacks.items()},
+        }
+        try:
+            with torch.no_grad():
+                expected = torch.func.functional_call(module, (point, buffers), (x,))
+                self.substitute.output = self.combine(self.products(x, None), coeffs)[0]
+                rest = {n: t for n, t in point.items() if n not in self.owned}
+                got = torch.func.functional_call(self.module, (rest, buffers), (x,))
+            return bool(
+                torch.allclose(
+                    got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()) + 1e-6
+                )
+            )
+        except Exception:  # the forward reads the replaced layer in another way
+            return False
+        finally:
+            self.substitute.output = None
 
     def products(self, x: torch.Tensor, batch_index: int | None) -> torch.Tensor:
         """The `m + 1` input-layer products for batch `x`, shape `(m + 1, N, *out)`."""

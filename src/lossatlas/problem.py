@@ -122,6 +122,11 @@ class Problem:
                 self._to_device(_check_batch(b, f"batch {i}")) for i, b in enumerate(data)
             ]
             self.n_samples = sum(int(x.shape[0]) for x, _ in self._batches)
+        elif isinstance(data, Iterator):
+            raise LossatlasError(
+                "data is a one-shot iterator (a generator?); pass a list of batches or a "
+                "DataLoader, which can be iterated again for every pass"
+            )
         elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor)):
             self._loader = data
             self.n_samples = sum(int(_check_batch(b, "a batch")[0].shape[0]) for b in data)

@@ -17,14 +17,15 @@ import numpy as np
 import torch
 from torch import nn
 
+from lossatlas import __version__
 from lossatlas.directions import Directions, as_directions
-from lossatlas.engine import Evaluator, LossatlasWarning
+from lossatlas.engine import Evaluator, LossatlasWarning, probe
 from lossatlas.errors import LossatlasError
 from lossatlas.journal import Journal
 from lossatlas.planning import Plan
 from lossatlas.problem import Problem
 from lossatlas.progress import progress
-from lossatlas.result import Surface, load, versions
+from lossatlas.result import FORMAT_VERSION, Surface, load, versions
 
 
 def _per_axis(value: Any, m: int, what: str, single: type | tuple) -> list:
@@ -85,7 +86,9 @@ def _run_key(
     settings: dict, fingerprint: str, problem: Problem, dirs: Directions, center: dict
 ) -> str:
     """A digest of everything that decides the grid values, to match files and journals."""
-    h = hashlib.blake2b(json.dumps(settings, sort_keys=True).encode(), digest_size=16)
+    # The version is part of the key: a file written by other code is recomputed, not reused.
+    stamp = {**settings, "lossatlas": __version__, "format": FORMAT_VERSION}
+    h = hashlib.blake2b(json.dumps(stamp, sort_keys=True).encode(), digest_size=16)
     h.update(fingerprint.encode())
     tensors = [*center.items(), *problem.buffers.items()]
     tensors += [(f"{i}:{k}", t) for i, d in enumerate(dirs) for k, t in d.items()]
@@ -143,7 +146,8 @@ def surface(
         "metrics": list(problem.metrics),
     }
     fingerprint = problem.fingerprint()
-    key = _run_key(settings, fingerprint, problem, dirs, origin)
+    probed = probe(problem, origin)
+    key = _run_key({**settings, "probe": probed.values}, fingerprint, problem, dirs, origin)
     out = Path(out) if out is not None else None
     if out is not None and out.exists():
         try:
@@ -168,6 +172,7 @@ def surface(
         path=path,
         chunk_size=chunk_size,
         plan=Plan(**journal.header["plan"]) if journal else None,
+        probed=probed,
     )
     if partial is not None and journal is None:
         journal = Journal.create(partial, {"key": key, "plan": vars(evaluator.plan)})
