@@ -118,6 +118,21 @@ class GroupedCNN(nn.Module):
         return self.head(torch.relu(self.conv(x)).flatten(1))
 
 
+class RGBCNN(nn.Module):
+    """Three input channels (so channels-last layout is real), BatchNorm and max pooling."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 6, 3, padding=1)
+        self.bn1 = nn.BatchNorm2d(6)
+        self.conv2 = nn.Conv2d(6, 4, 3)
+        self.head = nn.Linear(4 * 2 * 2, N_CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.max_pool2d(torch.relu(self.bn1(self.conv1(x))), 2)
+        return self.head(torch.relu(self.conv2(x)).flatten(1))
+
+
 def mlp() -> nn.Sequential:
     """Parameters are named 0.weight, 0.bias, 2.weight, 2.bias."""
     return nn.Sequential(nn.Linear(4, 8), nn.Tanh(), nn.Linear(8, N_CLASSES))
@@ -161,6 +176,11 @@ def build_case(name: str, seed: int = 0) -> Case:
         assert model.a.weight is model.b.weight
     elif name == "tied_transpose":
         model, X = TiedTranspose(), torch.randn(N_SAMPLES, 16)
+    elif name == "rgb_cnn":
+        model, X = RGBCNN(), torch.randn(N_SAMPLES, 3, 8, 8)
+        model.train()
+        with torch.no_grad():  # non-trivial running statistics
+            model(2.0 * torch.randn(16, 3, 8, 8) + 0.5)
     elif name == "grouped_cnn":
         model, X = GroupedCNN(), torch.randn(N_SAMPLES, 2, 6, 6)
     else:

@@ -35,7 +35,16 @@ def reference_rows(case, dirs, coeffs, batches):
 @pytest.mark.parametrize("m", [1, 3])
 @pytest.mark.parametrize(
     "name",
-    ["mlp", "wide_mlp", "cnn_bn", "embedding", "shared_input", "tied_transpose", "grouped_cnn"],
+    [
+        "mlp",
+        "wide_mlp",
+        "cnn_bn",
+        "rgb_cnn",
+        "embedding",
+        "shared_input",
+        "tied_transpose",
+        "grouped_cnn",
+    ],
 )
 def test_evaluator_at_arbitrary_points(name, m, path, shortcut):
     case = build_case(name)
@@ -47,6 +56,23 @@ def test_evaluator_at_arbitrary_points(name, m, path, shortcut):
     result = evaluator(coeffs)
     assert result.loss.shape == (5,) and result.metrics["accuracy"].shape == (5,)
     assert result.loss.dtype == np.float64
+    loss, acc = reference_rows(case, dirs, coeffs, batches)
+    np.testing.assert_allclose(result.loss, loss, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(result.metrics["accuracy"], acc, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("path", ["vmap", "sequential"])
+def test_shortcut_with_channels_last_images(path):
+    """The input-layer shortcut keeps channels-last pre-activations and the values exact."""
+    case = build_case("rgb_cnn")
+    batches = case.batches(20)
+    problem = la.Problem(case.model, CE, data=batches, metrics=METRICS)
+    dirs = la.random_directions(problem, 2, seed=3)
+    evaluator = la.Evaluator(problem, dirs, path=path)
+    assert evaluator.plan.channels_last and evaluator.plan.shortcut
+    coeffs = random_coeffs(4, 2, seed=5)
+    result = evaluator(coeffs)
+    assert evaluator.shortcut.nhwc
     loss, acc = reference_rows(case, dirs, coeffs, batches)
     np.testing.assert_allclose(result.loss, loss, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(result.metrics["accuracy"], acc, rtol=1e-5, atol=1e-6)

@@ -56,6 +56,10 @@ def _has_spatial_layers(module: torch.nn.Module) -> bool:
     return any(isinstance(m, spatial) for m in module.modules())
 
 
+def _has_conv2d(module: torch.nn.Module) -> bool:
+    return any(isinstance(m, torch.nn.Conv2d) for m in module.modules())
+
+
 def one_line(exc: BaseException) -> str:
     """`Type: first line of the message`, for one-line errors and warnings."""
     text = str(exc).strip().splitlines()
@@ -176,6 +180,7 @@ class Evaluator:
                 budget=parse_bytes(memory_budget) or default_budget(problem.device),
                 path="sequential" if path == "sequential" else "vmap",
                 shortcut=self.shortcut is not None,
+                channels_last=problem.device.type == "cpu" and _has_conv2d(problem.module),
                 chunk_size=chunk_size,
                 batch_size=batch_size,
             )
@@ -240,6 +245,8 @@ class Evaluator:
         totals = None
         with torch.no_grad():
             for index, (x, y) in enumerate(problem.batches(self.plan.batch_size)):
+                if self.plan.channels_last and x.ndim == 4 and x.is_floating_point():
+                    x = x.contiguous(memory_format=torch.channels_last)
                 values = self._forward_or_fall_back(moving, c, index, x, y)
                 n = x.shape[0]
                 weights = [1.0 if problem.reduction == "sum" else n] + [n] * len(problem.metrics)

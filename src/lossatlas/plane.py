@@ -93,6 +93,7 @@ class InputLayerShortcut:
         self.m = m
         self._cache: dict[int, torch.Tensor] = {}
         self._cached_bytes = 0
+        self.nhwc = False  # layout of the latest products (channels-last image batches)
 
     @classmethod
     def detect(cls, module: nn.Module, x: torch.Tensor, center, buffers, stacks):
@@ -138,22 +139,37 @@ class InputLayerShortcut:
             self.substitute.output = None
 
     def products(self, x: torch.Tensor, batch_index: int | None) -> torch.Tensor:
-        """The `m + 1` input-layer products for batch `x`, shape `(m + 1, N, *out)`."""
+        """The `m + 1` input-layer products for batch `x`: `(m + 1, N, *out)`.
+
+        For a channels-last image batch they are stored as `(m + 1, N, H, W, C)` so that
+        `combine` returns channels-last pre-activations without a copy.
+        """
         if batch_index is not None and batch_index in self._cache:
             return self._cache[batch_index]
         if isinstance(self.layer, nn.Linear):
             out = F.linear(x, self.weights, self.bias)
         else:
             out = self.layer._conv_forward(x, self.weights, self.bias)
-        parts = out.unflatten(1, (self.m + 1, -1)).movedim(1, 0).contiguous()
+        if _channels_last(out):
+            parts = out.permute(0, 2, 3, 1).unflatten(-1, (self.m + 1, -1)).movedim(3, 0)
+        else:
+            parts = out.unflatten(1, (self.m + 1, -1)).movedim(1, 0)
+        parts = parts.contiguous()
         size = parts.numel() * parts.element_size()
         if batch_index is not None and self._cached_bytes + size <= CACHE_BYTES:
             self._cache[batch_index] = parts
             self._cached_bytes += size
+        self.nhwc = _channels_last(out)
         return parts
 
     def combine(self, products: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         """Pre-activations `P0 + C @ P` for coefficient rows `coeffs` (K, m): `(K, N, *out)`."""
         flat = products.flatten(1)
-        out = torch.addmm(flat[0], coeffs, flat[1:])
-        return out.view(coeffs.shape[0], *products.shape[1:])
+        out = torch.addmm(flat[0], coeffs, flat[1:]).view(coeffs.shape[0], *products.shape[1:])
+        return out.permute(0, 1, 4, 2, 3) if self.nhwc else out
+
+
+def _channels_last(t: torch.Tensor) -> bool:
+    return (
+        t.ndim == 4 and not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    )

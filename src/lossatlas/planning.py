@@ -39,12 +39,15 @@ class Plan:
         batch_size: samples per batch when the engine splits an `(X, y)` pair.
         path: `"vmap"` or `"sequential"`.
         shortcut: whether the input layer's products are precomputed (see `lossatlas.plane`).
+        channels_last: feed image batches in channels-last memory format (faster convolutions
+            and pooling on the CPU; the same values to float rounding).
     """
 
     chunk_size: int
     batch_size: int
     path: str
     shortcut: bool = False
+    channels_last: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,6 +114,7 @@ def make_plan(
     budget: int,
     path: str,
     shortcut: bool,
+    channels_last: bool = False,
     chunk_size: int | None = None,
     batch_size: int | None = None,
 ) -> Plan:
@@ -137,15 +141,10 @@ def make_plan(
             batch = max(32, CPU_SEQUENTIAL_TARGET // (footprint.largest * itemsize))
         batch = min(batch, n_samples)
         chunk = chunk_size or max(1, min(SEQUENTIAL_CHUNK, budget // (per_point + 1)))
-        return Plan(chunk_size=int(chunk), batch_size=int(batch), path=path, shortcut=shortcut)
+        return Plan(int(chunk), int(batch), path, shortcut, channels_last)
     if batch_size is None and splittable:
         # Several points per pass matter more than whole-data batches: halve until 8 fit.
         while batch > 64 and fits(batch) < 8:
             batch = (batch + 1) // 2
     batch = min(batch, n_samples)
-    return Plan(
-        chunk_size=int(chunk_size or fits(batch)),
-        batch_size=int(batch),
-        path=path,
-        shortcut=shortcut,
-    )
+    return Plan(int(chunk_size or fits(batch)), int(batch), path, shortcut, channels_last)
