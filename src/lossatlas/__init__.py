@@ -21,6 +21,8 @@ from lossatlas.errors import LossatlasError
 from lossatlas.metrics import accuracy, error
 from lossatlas.planning import Plan
 from lossatlas.problem import Problem
+from lossatlas.problems import digits_mlp
+from lossatlas.report import save_figure, write_report
 from lossatlas.result import Surface, load
 from lossatlas.surface import surface
 
@@ -36,9 +38,12 @@ __all__ = [
     "accuracy",
     "as_directions",
     "axis_directions",
+    "digits_mlp",
     "direction_between",
     "error",
     "load",
     "random_directions",
+    "save_figure",
     "surface",
+    "write_report",
 ]
