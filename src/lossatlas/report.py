@@ -21,8 +21,8 @@ FIGURE_FORMATS = (".png", ".svg", ".pdf")
 _CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
 main{max-width:1200px;margin:auto;padding:1.5rem}h1{margin:.2rem 0}.sub{color:#666;margin-top:0}
 section{background:#fff;border:1px solid #eee;border-radius:8px;padding:1rem 1.5rem;margin:1rem 0}
-.grid{display:grid;grid-template-columns:repeat(auto-fit,minmax(460px,1fr));gap:1rem}
-figure{margin:0}figcaption{color:#555;font-size:.9rem;margin-top:.3rem}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:1rem}
+figure{margin:0;min-width:0}figcaption{color:#555;font-size:.9rem;margin-top:.3rem}
 .headline{display:flex;flex-wrap:wrap;gap:.5rem 2rem;padding:0;list-style:none}
 .headline b{font-size:1.2rem}table{border-collapse:collapse;font-size:.85rem;margin-top:1rem}
 td,th{border-bottom:1px solid #eee;padding:.25rem .8rem;text-align:left;vertical-align:top}
@@ -131,7 +131,7 @@ def _figures_2d(s: Surface, prefix: str, log: bool) -> list[tuple[Any, str, str]
     surf = go.Figure(go.Surface(z=_clean(z.T), colorscale="Viridis", colorbar=bar, **grid))
     zaxis = {"title": {"text": label}, **{k: v for k, v in bar.items() if k != "title"}}
     scene = {"xaxis_title": "direction 1", "yaxis_title": "direction 2", "zaxis": zaxis}
-    surf.update_layout(title=f"{label}, 3D", scene=scene)
+    surf.update_layout(title=f"{label}, 3D", scene=scene, margin={"l": 0, "r": 0, "b": 10, "t": 40})
     caption = (
         f"Loss{' on a log scale' if log else ''} on the plane through the weights (cross) "
         "spanned by the two directions; the star marks the lowest loss on the grid. "
@@ -173,7 +173,12 @@ def _figures_1d(s: Surface, prefix: str, log: bool) -> list[tuple[Any, str, str]
 def _div(fig: Any, div_id: str) -> str:
     config = {"displaylogo": False, "responsive": True}
     return fig.to_html(
-        full_html=False, include_plotlyjs=False, div_id=div_id, config=config, default_height=460
+        full_html=False,
+        include_plotlyjs=False,
+        div_id=div_id,
+        config=config,
+        default_height=460,
+        default_width="100%",  # the grid cell's width, not plotly's fixed 700 px default
     )
 
 
