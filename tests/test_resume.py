@@ -187,6 +187,16 @@ def test_journal_of_a_different_run_is_an_error(script, tmp_path):
     assert (tmp_path / "s.h5.partial").read_bytes() == before  # left alone
 
 
+def test_overwrite_replaces_progress_of_a_different_run(script, tmp_path):
+    out = tmp_path / "s.h5"
+    with pytest.raises(KeyboardInterrupt):
+        script.run(out, seed=0, interrupt_at=5)
+    replaced, _ = script.run(out, seed=1, overwrite=True)
+    fresh, _ = script.run(tmp_path / "fresh.h5", seed=1)
+    assert_same_grids(replaced, fresh)
+    assert not (tmp_path / "s.h5.partial").exists()
+
+
 def test_garbage_partial_file_is_an_error(script, tmp_path):
     (tmp_path / "s.h5.partial").write_bytes(b"not a journal\n")
     with pytest.raises(la.LossatlasError, match="not a lossatlas progress file"):

@@ -278,3 +278,24 @@ def as_directions(problem: Problem, directions: Any) -> Directions:
         vectors.append(vec)
     settings = directions.settings if isinstance(directions, Directions) else {"kind": "user"}
     return Directions(tuple(vectors), dict(settings))
+
+
+def as_center(problem: Problem, center: Any) -> dict[str, torch.Tensor]:
+    """The origin of a landscape: the problem's weights (None), another model or a dict."""
+    if center is None:
+        return problem.params
+    if isinstance(center, nn.Module):
+        center = {k: p.detach() for k, p in center.named_parameters()}
+    if not isinstance(center, Mapping):
+        raise LossatlasError("center must be a model or a {name: tensor} dict of its parameters")
+    out = {}
+    for name, w in problem.params.items():
+        if name not in center:
+            raise LossatlasError(f"center lacks parameter {name!r}")
+        if tuple(center[name].shape) != tuple(w.shape):
+            raise LossatlasError(
+                f"center has shape {tuple(center[name].shape)} for {name!r}, "
+                f"the model has {tuple(w.shape)}"
+            )
+        out[name] = center[name].detach().to(problem.device, problem.dtype)
+    return out

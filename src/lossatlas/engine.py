@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
-from lossatlas.directions import Directions, as_directions
+from lossatlas.directions import Directions, as_center, as_directions
 from lossatlas.errors import LossatlasError
 from lossatlas.plane import InputLayerShortcut
 from lossatlas.planning import Footprint, Plan, default_budget, make_plan, parse_bytes, tune_malloc
@@ -148,7 +148,7 @@ class Evaluator:
             raise LossatlasError(f"chunk_size must be at least 1, got {chunk_size}")
         self.problem = problem
         self.directions = directions = as_directions(problem, directions)
-        self.center = dict(center) if center is not None else problem.params
+        self.center = as_center(problem, center)
         moving = [n for n in problem.params if any(n in d and d[n].any() for d in directions)]
         # D[name]: (m, *shape); directions that leave a parameter out contribute zeros.
         self.stacks = {

@@ -18,7 +18,7 @@ import torch
 from torch import nn
 
 from lossatlas import __version__
-from lossatlas.directions import Directions, as_directions
+from lossatlas.directions import Directions, as_center, as_directions
 from lossatlas.engine import Evaluator, LossatlasWarning, probe
 from lossatlas.errors import LossatlasError
 from lossatlas.journal import Journal
@@ -60,26 +60,6 @@ def grid_axes(steps: Any, span: Any, m: int) -> tuple[np.ndarray, ...]:
             raise LossatlasError(f"span must have low < high, got ({lo}, {hi})")
         axes.append(np.linspace(lo, hi, int(n)))
     return tuple(axes)
-
-
-def _center(problem: Problem, center: Any) -> dict[str, torch.Tensor]:
-    if center is None:
-        return problem.params
-    if isinstance(center, nn.Module):
-        center = {k: p.detach() for k, p in center.named_parameters()}
-    if not isinstance(center, Mapping):
-        raise LossatlasError("center must be a model or a {name: tensor} dict of its parameters")
-    out = {}
-    for name, w in problem.params.items():
-        if name not in center:
-            raise LossatlasError(f"center lacks parameter {name!r}")
-        if tuple(center[name].shape) != tuple(w.shape):
-            raise LossatlasError(
-                f"center has shape {tuple(center[name].shape)} for {name!r}, "
-                f"the model has {tuple(w.shape)}"
-            )
-        out[name] = center[name].detach().to(problem.device, problem.dtype)
-    return out
 
 
 def _run_key(
@@ -125,7 +105,8 @@ def surface(
             interrupted run called again with the same arguments computes only what is missing
             and gives bit-identical grids. An existing finished file for the same run is
             returned as is.
-        overwrite: replace an existing `out` that holds a different surface.
+        overwrite: replace an existing `out` (and its `.partial` progress) that holds a
+            different surface. Progress of the same run is still resumed.
         memory_budget: bytes (or "512MB") for one chunk of points; sets points per pass.
         path: engine path, `"auto"`, `"vmap"` or `"sequential"`.
         chunk_size: points per chunk, overriding the memory budget.
@@ -135,7 +116,7 @@ def surface(
         raise LossatlasError(f"expected a lossatlas.Problem, got {type(problem).__name__}")
     dirs = as_directions(problem, directions)
     axes = grid_axes(steps, span, len(dirs))
-    origin = _center(problem, center)
+    origin = as_center(problem, center)
     settings: dict[str, Any] = {
         "steps": [len(a) for a in axes],
         "span": [[float(a[0]), float(a[-1])] for a in axes],
@@ -163,7 +144,13 @@ def surface(
             )
 
     partial = out.with_name(out.name + ".partial") if out is not None else None
-    journal = Journal.resume(partial, key) if partial is not None else None
+    try:
+        journal = Journal.resume(partial, key) if partial is not None else None
+    except LossatlasError:
+        if not overwrite:
+            raise
+        partial.unlink()  # progress of another run, which overwrite=True replaces
+        journal = None
     evaluator = Evaluator(
         problem,
         dirs,
