@@ -201,7 +201,7 @@ class Evaluator:
 
     def _per_point_shortcut(self, moving, fixed, pre, x, y):
         assert self.shortcut is not None
-        self.shortcut.substitute.output = pre
+        fixed = {**fixed, self.shortcut.output_name: pre}
         return self._values(self.shortcut.module, moving, fixed, x, y)
 
     def points(self, coeffs: np.ndarray) -> dict[str, torch.Tensor]:

@@ -24,14 +24,14 @@ CACHE_BYTES = 256 << 20  # products kept across chunks for data held in memory
 
 
 class _Precomputed(nn.Module):
-    """Stands in for the input layer and returns the pre-activation set just before the call."""
+    """Stands in for the input layer: returns its `output` buffer, which every call passes in
+    through `functional_call` (so the hand-off is a plain tensor input, vmap- and compile-safe)."""
 
     def __init__(self) -> None:
         super().__init__()
-        self.output: torch.Tensor | None = None
+        self.register_buffer("output", torch.empty(0), persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        assert self.output is not None
         return self.output
 
 
@@ -72,10 +72,10 @@ class InputLayerShortcut:
         self.name = name
         self.layer = layer
         self.module = copy.deepcopy(module)
-        self.substitute = _Precomputed()
+        self.output_name = f"{name}.output"  # where each call passes the pre-activation
         parent_name, _, child = name.rpartition(".")
         parent = self.module.get_submodule(parent_name) if parent_name else self.module
-        setattr(parent, child, self.substitute)
+        setattr(parent, child, _Precomputed())
         self.owned = {f"{name}.weight", f"{name}.bias"}
         weight, bias = center[f"{name}.weight"], center.get(f"{name}.bias")
         m = len(next(iter(stacks.values())))
@@ -125,9 +125,9 @@ class InputLayerShortcut:
         try:
             with torch.no_grad():
                 expected = torch.func.functional_call(module, (point, buffers), (x,))
-                self.substitute.output = self.combine(self.products(x, None), coeffs)[0]
+                pre = {self.output_name: self.combine(self.products(x, None), coeffs)[0]}
                 rest = {n: t for n, t in point.items() if n not in self.owned}
-                got = torch.func.functional_call(self.module, (rest, buffers), (x,))
+                got = torch.func.functional_call(self.module, (rest, buffers, pre), (x,))
             return bool(
                 torch.allclose(
                     got, expected, rtol=1e-4, atol=1e-5 * float(expected.abs().max()) + 1e-6
@@ -135,8 +135,6 @@ class InputLayerShortcut:
             )
         except Exception:  # the forward reads the replaced layer in another way
             return False
-        finally:
-            self.substitute.output = None
 
     def products(self, x: torch.Tensor, batch_index: int | None) -> torch.Tensor:
         """The `m + 1` input-layer products for batch `x`: `(m + 1, N, *out)`.
