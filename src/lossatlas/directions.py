@@ -178,7 +178,12 @@ def random_directions(
 def direction_between(
     source: Problem | nn.Module, target: nn.Module | Mapping[str, torch.Tensor]
 ) -> Directions:
-    """The direction `theta_target - theta_source`: span `(0, 1)` interpolates between them."""
+    """The direction `theta_target - theta_source`: span `(0, 1)` interpolates between them.
+
+    Only parameters move. Buffers, such as BatchNorm running statistics, stay those of the
+    problem's model along the whole path, so for models with BatchNorm the point `t = 1` does not
+    reproduce the target model's loss.
+    """
     weights = _weights(source)
     other = (
         {k: p.detach() for k, p in target.named_parameters()}

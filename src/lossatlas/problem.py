@@ -55,7 +55,8 @@ class Problem:
             equals the loss over the whole data at once; a `reduction="sum"` loss is summed; a
             `reduction="none"` loss (or any per-sample output) is averaged.
         data: an `(X, y)` pair of tensors, a sequence of `(X, y)` batches, or any re-iterable of
-            batches such as a `DataLoader`.
+            batches such as a `DataLoader` (iterated once here to count the samples, which exact
+            sample-weighted averages need).
         metrics: named functions `metric(outputs, targets)` returning a per-batch mean (for
             example `lossatlas.accuracy`), averaged like the loss.
         batch_size: split an `(X, y)` pair into batches of this size. The default lets the
