@@ -348,3 +348,16 @@ def test_surface_needs_a_problem(mlp_case):
 
 def test_lossatlas_error_is_a_value_error():
     assert issubclass(la.LossatlasError, ValueError)
+
+
+def test_dtype_by_name_and_bad_devices(mlp_case):
+    data = (mlp_case.X, mlp_case.y)
+    problem = la.Problem(mlp_case.model, nn.CrossEntropyLoss(), data, dtype="float64")
+    assert problem.dtype == torch.float64 and problem.params["0.weight"].dtype == torch.float64
+    for kwargs in ({"dtype": "int64"}, {"dtype": "nonsense"}, {"device": "no-such-device"}):
+        with pytest.raises(la.LossatlasError) as info:
+            la.Problem(mlp_case.model, nn.CrossEntropyLoss(), data, **kwargs)
+        assert "\n" not in str(info.value)
+    if not torch.cuda.is_available():
+        with pytest.raises(la.LossatlasError, match="CUDA is not available"):
+            la.Problem(mlp_case.model, nn.CrossEntropyLoss(), data, device="cuda")

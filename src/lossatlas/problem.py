@@ -62,7 +62,8 @@ class Problem:
         batch_size: split an `(X, y)` pair into batches of this size. The default lets the
             engine choose from its memory budget. Ignored for other data.
         device: where to evaluate; defaults to the device of the model's first parameter.
-        dtype: floating dtype for the model copy and the inputs; defaults to the model's.
+        dtype: floating dtype (or its name, e.g. "float64") for the model copy and the inputs;
+            defaults to the model's.
         bn: how BatchNorm and dropout are treated. `"eval"` uses the stored running statistics
             and disables dropout.
     """
@@ -76,7 +77,7 @@ class Problem:
         metrics: Mapping[str, LossFn] | None = None,
         batch_size: int | None = None,
         device: str | torch.device | None = None,
-        dtype: torch.dtype | None = None,
+        dtype: torch.dtype | str | None = None,
         bn: str = "eval",
     ) -> None:
         if not isinstance(model, nn.Module):
@@ -96,10 +97,17 @@ class Problem:
         self.model = model
         self.loss_fn = loss_fn
         self.metrics: dict[str, LossFn] = dict(metrics or {})
-        self.device = torch.device(device) if device is not None else first.device
+        try:
+            self.device = torch.device(device) if device is not None else first.device
+        except (RuntimeError, TypeError) as exc:
+            raise LossatlasError(f"cannot use device {device!r}: {exc}") from None
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise LossatlasError(f"device {device!r} was asked for, but CUDA is not available")
+        if isinstance(dtype, str):
+            dtype = getattr(torch, dtype.removeprefix("torch."), dtype)
         self.dtype = dtype if dtype is not None else first.dtype
-        if not self.dtype.is_floating_point:
-            raise LossatlasError(f"dtype must be a floating dtype, got {self.dtype}")
+        if not isinstance(self.dtype, torch.dtype) or not self.dtype.is_floating_point:
+            raise LossatlasError(f"dtype must be a floating dtype, got {self.dtype!r}")
         self.bn = bn
         self.batch_size = batch_size
         self.reduction = getattr(loss_fn, "reduction", "mean")
