@@ -171,3 +171,15 @@ def test_bad_evaluator_arguments(mlp_case, kwargs, match):
     problem = la.Problem(mlp_case.model, CE, data=(mlp_case.X, mlp_case.y))
     with pytest.raises(la.LossatlasError, match=match):
         la.Evaluator(problem, la.random_directions(problem, 1), **kwargs)
+
+
+def test_a_run_is_cut_into_several_chunks(mlp_case):
+    """However large the budget, a run has at least MIN_CHUNKS chunks (progress, resume)."""
+    from lossatlas.planning import MIN_CHUNKS
+
+    problem = la.Problem(mlp_case.model, CE, data=(mlp_case.X, mlp_case.y))
+    dirs = la.random_directions(problem, 2, seed=0)
+    plan = la.Evaluator(problem, dirs, memory_budget="8GB", n_points=100).plan
+    assert plan.chunk_size == -(-100 // MIN_CHUNKS)
+    land = la.surface(problem, dirs, steps=10, memory_budget="8GB", quiet=True)
+    assert land.settings["plan"]["chunk_size"] == plan.chunk_size

@@ -125,6 +125,8 @@ class Evaluator:
         chunk_size: points per chunk, overriding the plan.
         batch_size: samples per batch for an `(X, y)` pair, overriding the plan.
         plan: a complete plan (for resuming a run exactly as it started).
+        n_points: points the whole run will evaluate, if known (chunks are capped so a run has
+            several, for progress and resume).
         probed: the result of `probe(problem, center)`, if already computed.
     """
 
@@ -140,6 +142,7 @@ class Evaluator:
         chunk_size: int | None = None,
         batch_size: int | None = None,
         plan: Plan | None = None,
+        n_points: int | None = None,
         probed: Probe | None = None,
     ) -> None:
         if path not in PATHS:
@@ -183,6 +186,7 @@ class Evaluator:
                 channels_last=problem.device.type == "cpu" and _has_conv2d(problem.module),
                 chunk_size=chunk_size,
                 batch_size=batch_size,
+                n_points=n_points,
             )
         self.plan = plan
         if problem.device.type == "cpu":

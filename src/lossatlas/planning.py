@@ -26,6 +26,7 @@ from lossatlas.errors import LossatlasError
 CPU_ACTIVATION_TARGET = 16 << 20
 CPU_SEQUENTIAL_TARGET = 4 << 20  # one point per forward: keep its largest activation in cache
 SEQUENTIAL_CHUNK = 32  # points per chunk on the sequential path: the unit of progress and resume
+MIN_CHUNKS = 8  # a grid is cut into at least this many chunks, so progress and resume have steps
 _GLIBC_MMAP_THRESHOLD_MAX = 32 << 20
 _malloc_tuned = False
 
@@ -117,6 +118,7 @@ def make_plan(
     channels_last: bool = False,
     chunk_size: int | None = None,
     batch_size: int | None = None,
+    n_points: int | None = None,
 ) -> Plan:
     """Choose points per chunk and samples per batch.
 
@@ -125,6 +127,8 @@ def make_plan(
         splittable: the engine may choose the batch size (an `(X, y)` pair without one set).
         budget: bytes one pass may use (activations with temporaries, plus stacked weights).
         chunk_size, batch_size: user overrides.
+        n_points: points in the whole run, if known; chunks are capped so there are at least
+            `MIN_CHUNKS` of them.
     """
     per_sample_point = 3 * footprint.total * itemsize  # temporaries inside modules ~ outputs
     per_point = moving_numel * itemsize
@@ -133,6 +137,8 @@ def make_plan(
         k = budget // (batch * per_sample_point + per_point)
         if device.type == "cpu":
             k = min(k, CPU_ACTIVATION_TARGET // (batch * footprint.largest * itemsize))
+        if n_points is not None:
+            k = min(k, -(-n_points // MIN_CHUNKS))
         return max(1, int(k))
 
     batch = batch_size or data_batch

@@ -159,6 +159,7 @@ def surface(
         path=path,
         chunk_size=chunk_size,
         plan=Plan(**journal.header["plan"]) if journal else None,
+        n_points=int(np.prod([len(a) for a in axes])),
         probed=probed,
     )
     if partial is not None and journal is None:
