@@ -5,7 +5,7 @@ means larger, more efficient kernels. On the CPU bigger is not better: once one 
 tensor outgrows the caches, every elementwise pass streams from memory, and glibc returns large
 blocks to the kernel after every use, so each new one costs page faults. The CPU plan therefore
 keeps the largest activation of one pass under `CPU_ACTIVATION_TARGET` and raises glibc's mmap
-threshold to just above it (`tune_malloc`), which made the digits MLP 25-45% faster here. On the
+threshold to just above it (`tune_malloc`), which made the digits MLP 25-46% faster here. On the
 sequential path (one point per forward) only the batch size matters; it is chosen so the largest
 activation stays in cache.
 """
