@@ -18,6 +18,13 @@ from lossatlas.directions import (
 )
 from lossatlas.engine import Evaluator, LossatlasWarning
 from lossatlas.errors import LossatlasError
+from lossatlas.functions import (
+    FUNCTIONS,
+    TestFunction,
+    get_function,
+    list_functions,
+    register_function,
+)
 from lossatlas.metrics import accuracy, error
 from lossatlas.planning import Plan
 from lossatlas.problem import Problem
@@ -27,6 +34,7 @@ from lossatlas.result import Surface, load
 from lossatlas.surface import surface
 
 __all__ = [
+    "FUNCTIONS",
     "Directions",
     "Evaluator",
     "LossatlasError",
@@ -34,6 +42,7 @@ __all__ = [
     "Plan",
     "Problem",
     "Surface",
+    "TestFunction",
     "__version__",
     "accuracy",
     "as_directions",
@@ -41,8 +50,11 @@ __all__ = [
     "digits_mlp",
     "direction_between",
     "error",
+    "get_function",
+    "list_functions",
     "load",
     "random_directions",
+    "register_function",
     "save_figure",
     "surface",
     "write_report",
