@@ -9,6 +9,8 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
+from lossatlas.compare import Comparison, compare
+from lossatlas.descent import Trajectory, descend
 from lossatlas.directions import (
     Directions,
     as_directions,
@@ -26,27 +28,37 @@ from lossatlas.functions import (
     register_function,
 )
 from lossatlas.metrics import accuracy, error
+from lossatlas.optimizers import OPTIMIZERS, SCHEDULES
 from lossatlas.planning import Plan
 from lossatlas.problem import Problem
 from lossatlas.problems import digits_mlp
 from lossatlas.report import save_figure, write_report
 from lossatlas.result import Surface, load
 from lossatlas.surface import surface
+from lossatlas.sweep import Run, Sweep, sweep
 
 __all__ = [
     "FUNCTIONS",
+    "OPTIMIZERS",
+    "SCHEDULES",
+    "Comparison",
     "Directions",
     "Evaluator",
     "LossatlasError",
     "LossatlasWarning",
     "Plan",
     "Problem",
+    "Run",
     "Surface",
+    "Sweep",
     "TestFunction",
+    "Trajectory",
     "__version__",
     "accuracy",
     "as_directions",
     "axis_directions",
+    "compare",
+    "descend",
     "digits_mlp",
     "direction_between",
     "error",
@@ -57,5 +69,6 @@ __all__ = [
     "register_function",
     "save_figure",
     "surface",
+    "sweep",
     "write_report",
 ]

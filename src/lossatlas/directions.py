@@ -285,22 +285,27 @@ def as_directions(problem: Problem, directions: Any) -> Directions:
     return Directions(tuple(vectors), dict(settings))
 
 
-def as_center(problem: Problem, center: Any) -> dict[str, torch.Tensor]:
-    """The origin of a landscape: the problem's weights (None), another model or a dict."""
+def as_center(problem: Problem, center: Any, *, what: str = "center") -> dict[str, torch.Tensor]:
+    """A point in the problem's parameter space: its weights (None), another model or a dict.
+
+    `what` names the argument in error messages.
+    """
     if center is None:
         return problem.params
     if isinstance(center, nn.Module):
         center = {k: p.detach() for k, p in center.named_parameters()}
     if not isinstance(center, Mapping):
-        raise LossatlasError("center must be a model or a {name: tensor} dict of its parameters")
+        raise LossatlasError(f"{what} must be a model or a {{name: tensor}} dict of its parameters")
     out = {}
     for name, w in problem.params.items():
         if name not in center:
-            raise LossatlasError(f"center lacks parameter {name!r}")
-        if tuple(center[name].shape) != tuple(w.shape):
+            raise LossatlasError(f"{what} lacks parameter {name!r}")
+        t = torch.as_tensor(center[name])
+        if tuple(t.shape) != tuple(w.shape):
             raise LossatlasError(
-                f"center has shape {tuple(center[name].shape)} for {name!r}, "
-                f"the model has {tuple(w.shape)}"
+                f"{what} has shape {tuple(t.shape)} for {name!r}, the model has {tuple(w.shape)}"
             )
-        out[name] = center[name].detach().to(problem.device, problem.dtype)
+        if not torch.isfinite(t).all():
+            raise LossatlasError(f"{what} has non-finite entries in {name!r}")
+        out[name] = t.detach().to(problem.device, problem.dtype)
     return out

@@ -23,7 +23,7 @@ from lossatlas.directions import Directions, as_center, as_directions
 from lossatlas.errors import LossatlasError
 from lossatlas.plane import InputLayerShortcut
 from lossatlas.planning import Footprint, Plan, default_budget, make_plan, parse_bytes, tune_malloc
-from lossatlas.problem import Problem
+from lossatlas.problem import Problem, batch_value
 
 PATHS = ("auto", "vmap", "sequential")
 
@@ -38,12 +38,6 @@ class ChunkResult:
 
     loss: np.ndarray
     metrics: dict[str, np.ndarray]
-
-
-def _reduce(value: torch.Tensor) -> torch.Tensor:
-    """A per-batch value as a float64 scalar (per-sample outputs are averaged)."""
-    value = torch.as_tensor(value).to(torch.float64)
-    return value.mean() if value.ndim > 0 else value
 
 
 def _has_spatial_layers(module: torch.nn.Module) -> bool:
@@ -105,7 +99,7 @@ def probe(problem: Problem, center: Mapping[str, torch.Tensor] | None = None) ->
             raise LossatlasError(f"{name} fails on the model's outputs: {one_line(exc)}") from exc
         if not isinstance(value, torch.Tensor):
             raise LossatlasError(f"{name} must return a tensor, got {type(value).__name__}")
-        values.append(float(_reduce(value)))
+        values.append(float(batch_value(value)))
     n = len(x)
     footprint = Footprint(total=max(1, sum(sizes) // n), largest=max(1, max(sizes) // n))
     return Probe(footprint=footprint, values=tuple(values))
@@ -196,8 +190,8 @@ class Evaluator:
     def _values(self, module, moving, fixed, x, y) -> tuple[torch.Tensor, ...]:
         problem = self.problem
         out = functional_call(module, (moving, fixed, problem.buffers), (x,))
-        values = [_reduce(problem.loss_fn(out, y))]
-        values += [_reduce(fn(out, y)) for fn in problem.metrics.values()]
+        values = [batch_value(problem.loss_fn(out, y))]
+        values += [batch_value(fn(out, y)) for fn in problem.metrics.values()]
         return tuple(values)
 
     def _per_point(self, moving, fixed, x, y):
@@ -253,12 +247,12 @@ class Evaluator:
                     x = x.contiguous(memory_format=torch.channels_last)
                 values = self._forward_or_fall_back(moving, c, index, x, y)
                 n = x.shape[0]
-                weights = [1.0 if problem.reduction == "sum" else n] + [n] * len(problem.metrics)
+                weights = [problem.batch_weight(n)] + [n] * len(problem.metrics)
                 scaled = [v.reshape(len(c)) * w for v, w in zip(values, weights)]
                 totals = scaled if totals is None else [t + s for t, s in zip(totals, scaled)]
                 self.n_point_passes += len(c)
         assert totals is not None
-        divisor = 1.0 if problem.reduction == "sum" else problem.n_samples
+        divisor = problem.loss_divisor
         metrics = {
             m: (t / problem.n_samples).cpu().numpy() for m, t in zip(problem.metrics, totals[1:])
         }

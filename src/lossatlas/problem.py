@@ -23,6 +23,12 @@ LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 BN_MODES = ("eval",)
 
 
+def batch_value(value: torch.Tensor) -> torch.Tensor:
+    """A loss or metric of one batch as a float64 scalar (per-sample outputs are averaged)."""
+    value = torch.as_tensor(value).to(torch.float64)
+    return value.mean() if value.ndim > 0 else value
+
+
 def _is_pair(data: Any) -> bool:
     return (
         isinstance(data, (tuple, list))
@@ -150,6 +156,19 @@ class Problem:
     def n_params(self) -> int:
         """Number of scalar parameters (tied parameters counted once)."""
         return sum(p.numel() for p in self.params.values())
+
+    def batch_weight(self, n: int) -> float:
+        """Weight of a batch of `n` samples in the total loss: `n` for a mean loss, 1 for a sum.
+
+        The total of weighted batch losses divided by `loss_divisor` equals the loss over the
+        whole data at once.
+        """
+        return 1.0 if self.reduction == "sum" else float(n)
+
+    @property
+    def loss_divisor(self) -> float:
+        """What the total of weighted batch losses is divided by (see `batch_weight`)."""
+        return 1.0 if self.reduction == "sum" else float(self.n_samples)
 
     @property
     def in_memory(self) -> bool:
