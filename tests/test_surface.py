@@ -492,3 +492,64 @@ def test_model_that_cannot_vmap_falls_back_with_one_warning(mlp_case, model_cls)
         warnings.simplefilter("error")
         direct = la.surface(problem, dirs, steps=STEPS, span=SPANS, path="sequential", quiet=True)
     assert_matches(direct, loss, metrics)
+
+
+# -- slopes: the loss's derivative along every direction ---------------------------------------
+def test_one_weight_loss_and_slope_match_the_closed_form():
+    """L(w) = (w x - y)^2 with x = 2, y = 4: dL/dw = 2 (w x - y) x, zero at w = 2."""
+    model = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        model.weight.fill_(0.5)
+    data = (torch.tensor([[2.0]]), torch.tensor([[4.0]]))
+    problem = la.Problem(model, nn.MSELoss(), data, dtype=torch.float64)
+    dirs = la.axis_directions(problem, ["weight[0, 0]"])
+    land = la.surface(problem, dirs, steps=41, span=(-1.5, 2.5), slopes=True, quiet=True)
+    w = 0.5 + land.coords[0]
+    np.testing.assert_allclose(land.loss, (w * 2 - 4) ** 2, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(land.slopes[:, 0], 2 * (w * 2 - 4) * 2, rtol=1e-12, atol=1e-12)
+    assert (land.slopes[w < 2, 0] < 0).all() and (land.slopes[w > 2, 0] > 0).all()
+
+
+@pytest.mark.parametrize("path", ["vmap", "sequential"])
+@pytest.mark.parametrize("name", ["mlp", "cnn_bn", "tied"])
+def test_slopes_match_central_differences_of_the_reference(make_case, name, path):
+    case = make_case(name)
+    batches = case.batches(24)  # uneven last batch: slopes are sample-weighted like the loss
+    problem = la.Problem(case.model, CE, batches, metrics=METRICS, dtype=torch.float64)
+    dirs = la.random_directions(problem, 2, ignore=None, seed=4)
+    # Not (-0.5, 0.5): with ignore=None the 1-D directions are the weights, so c = (-0.5, -0.5)
+    # zeroes every bias and BatchNorm scale and puts all ReLUs on their kink.
+    land = la.surface(problem, dirs, steps=(3, 2), span=(-0.3, 0.4), slopes=True, path=path,
+                      quiet=True)  # fmt: skip
+    assert land.slopes.shape == (3, 2, 2)
+    model64 = copy.deepcopy(case.model).double()
+    dirs64 = [{k: t.double() for k, t in d.items()} for d in dirs]
+    batches64 = [(x.double() if x.is_floating_point() else x, y) for x, y in batches]
+    h = 1e-5
+    for i, a in enumerate(land.coords[0]):
+        for j, b in enumerate(land.coords[1]):
+            for axis in range(2):
+                step = np.array([h, 0.0] if axis == 0 else [0.0, h])
+                ends = []
+                for sign in (1, -1):
+                    c = np.array([a, b]) + sign * step
+                    moved = moved_copy(model64, list(zip(c, dirs64)))
+                    ends.append(evaluate(moved, CE, batches64)[0])
+                expected = (ends[0] - ends[1]) / (2 * h)
+                assert land.slopes[i, j, axis] == pytest.approx(expected, rel=1e-6, abs=1e-8)
+
+
+def test_slopes_are_saved_resumed_and_loaded(mlp_case, tmp_path):
+    problem = la.Problem(mlp_case.model, CE, (mlp_case.X, mlp_case.y), metrics=METRICS)
+    dirs = la.random_directions(problem, 2, seed=2)
+    kwargs = {"steps": 5, "slopes": True, "quiet": True}
+    whole = la.surface(problem, dirs, **kwargs)
+    chunked = la.surface(problem, dirs, chunk_size=4, out=tmp_path / "s.h5", **kwargs)
+    np.testing.assert_allclose(chunked.slopes, whole.slopes, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(chunked.metrics["accuracy"], whole.metrics["accuracy"])
+    loaded = la.load(tmp_path / "s.h5")
+    assert np.array_equal(loaded.slopes, chunked.slopes)
+    assert (
+        la.surface(problem, dirs, **kwargs).settings["key"]
+        != la.surface(problem, dirs, steps=5, quiet=True).settings["key"]
+    )  # asking for slopes is another run

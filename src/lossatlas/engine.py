@@ -34,10 +34,11 @@ class LossatlasWarning(UserWarning):
 
 @dataclass(frozen=True)
 class ChunkResult:
-    """Loss and metrics (float64) at the points of one chunk."""
+    """Loss and metrics (float64) at the points of one chunk; `slopes` (K, m) when asked for."""
 
     loss: np.ndarray
     metrics: dict[str, np.ndarray]
+    slopes: np.ndarray | None = None
 
 
 def _has_spatial_layers(module: torch.nn.Module) -> bool:
@@ -118,6 +119,8 @@ class Evaluator:
         shortcut: precompute the input layer's products when it is linear in the weights.
         chunk_size: points per chunk, overriding the plan.
         batch_size: samples per batch for an `(X, y)` pair, overriding the plan.
+        slopes: also compute `dL/dc_j` at every point: the loss's derivative along each
+            direction (reverse mode through `torch.func.grad_and_value`; no input-layer shortcut).
         plan: a complete plan (for resuming a run exactly as it started).
         n_points: points the whole run will evaluate, if known (chunks are capped so a run has
             several, for progress and resume).
@@ -135,6 +138,7 @@ class Evaluator:
         shortcut: bool = True,
         chunk_size: int | None = None,
         batch_size: int | None = None,
+        slopes: bool = False,
         plan: Plan | None = None,
         n_points: int | None = None,
         probed: Probe | None = None,
@@ -160,7 +164,7 @@ class Evaluator:
         if path == "auto" and problem.device.type == "cpu" and _has_spatial_layers(problem.module):
             path = "sequential"  # vmap's conv/pool/BatchNorm rules re-layout tensors on the CPU
         self.shortcut = None
-        if shortcut and moving and (plan is None or plan.shortcut):
+        if shortcut and moving and not slopes and (plan is None or plan.shortcut):
             x, _ = problem.first_batch()
             self.shortcut = InputLayerShortcut.detect(
                 problem.module, x, self.center, problem.buffers, self.stacks
@@ -182,6 +186,7 @@ class Evaluator:
                 batch_size=batch_size,
                 n_points=n_points,
             )
+            plan = replace(plan, slopes=slopes)
         self.plan = plan
         if problem.device.type == "cpu":
             tune_malloc()
@@ -202,6 +207,21 @@ class Evaluator:
         fixed = {**fixed, self.shortcut.output_name: pre}
         return self._values(self.shortcut.module, moving, fixed, x, y)
 
+    def _per_point_slopes(self, c, x, y):
+        """Loss, metrics and the loss's gradient in the coefficients `c` (m,) at one point."""
+        problem = self.problem
+
+        def at(c):
+            moving = {
+                n: self.center[n] + torch.tensordot(c, d, dims=1) for n, d in self.stacks.items()
+            }
+            out = functional_call(problem.module, (moving, self.fixed, problem.buffers), (x,))
+            metrics = tuple(batch_value(fn(out, y)) for fn in problem.metrics.values())
+            return batch_value(problem.loss_fn(out, y)), metrics
+
+        slope, (loss, metrics) = torch.func.grad_and_value(at, has_aux=True)(c)
+        return (loss, *metrics, slope.to(torch.float64))
+
     def points(self, coeffs: np.ndarray) -> dict[str, torch.Tensor]:
         """Stacked moved parameters `theta0 + C @ D` for coefficient rows `C` of shape (K, m)."""
         c = self._coeffs(coeffs)
@@ -212,6 +232,13 @@ class Evaluator:
         return torch.as_tensor(c, dtype=self.problem.dtype, device=self.problem.device)
 
     def _forward(self, moving, coeffs: torch.Tensor, index: int, x, y) -> list[torch.Tensor]:
+        if self.plan.slopes:
+            if self.plan.path == "sequential":
+                self.n_model_calls += len(coeffs)
+                rows = [self._per_point_slopes(c, x, y) for c in coeffs]
+                return [torch.stack(col) for col in zip(*rows)]
+            self.n_model_calls += 1
+            return list(vmap(self._per_point_slopes, in_dims=(0, None, None))(coeffs, x, y))
         sc = self.shortcut if self.plan.shortcut else None
         fixed, products = self.fixed, None
         if sc is not None:
@@ -238,7 +265,7 @@ class Evaluator:
     def __call__(self, coeffs: np.ndarray) -> ChunkResult:
         """Loss and metrics at `theta0 + C @ D` for each row of `coeffs` (shape (K, m))."""
         c = self._coeffs(coeffs)
-        moving = self.points(coeffs)
+        moving = {} if self.plan.slopes else self.points(coeffs)
         problem = self.problem
         totals = None
         with torch.no_grad():
@@ -248,7 +275,8 @@ class Evaluator:
                 values = self._forward_or_fall_back(moving, c, index, x, y)
                 n = x.shape[0]
                 weights = [problem.batch_weight(n)] + [n] * len(problem.metrics)
-                scaled = [v.reshape(len(c)) * w for v, w in zip(values, weights)]
+                weights += [problem.batch_weight(n)] * self.plan.slopes  # slopes weigh as the loss
+                scaled = [v * w for v, w in zip(values, weights)]
                 totals = scaled if totals is None else [t + s for t, s in zip(totals, scaled)]
                 self.n_point_passes += len(c)
         assert totals is not None
@@ -256,7 +284,8 @@ class Evaluator:
         metrics = {
             m: (t / problem.n_samples).cpu().numpy() for m, t in zip(problem.metrics, totals[1:])
         }
-        return ChunkResult(loss=(totals[0] / divisor).cpu().numpy(), metrics=metrics)
+        slopes = (totals[-1] / divisor).cpu().numpy() if self.plan.slopes else None
+        return ChunkResult((totals[0] / divisor).cpu().numpy(), metrics, slopes)
 
     def _forward_or_fall_back(self, moving, coeffs, index, x, y) -> list[torch.Tensor]:
         if self.plan.path == "sequential" or not self.fall_back:

@@ -42,6 +42,7 @@ class Plan:
         shortcut: whether the input layer's products are precomputed (see `lossatlas.plane`).
         channels_last: feed image batches in channels-last memory format (faster convolutions
             and pooling on the CPU; the same values to float rounding).
+        slopes: also compute the loss's derivatives in the coefficients (reverse mode).
     """
 
     chunk_size: int
@@ -49,6 +50,7 @@ class Plan:
     path: str
     shortcut: bool = False
     channels_last: bool = False
+    slopes: bool = False
 
 
 @dataclass(frozen=True)

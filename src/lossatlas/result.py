@@ -48,6 +48,8 @@ class Surface:
         directions: the directions (on the CPU) with their settings.
         settings: grid and engine settings (steps, span, centre, bn, dtype, plan).
         provenance: data size and fingerprint, model-call counts, seconds, versions.
+        slopes: with `surface(..., slopes=True)`, the loss's derivative along every direction
+            at every point, shape `(*loss.shape, m)`: `slopes[..., j] = dL/dc_j`.
     """
 
     coords: tuple[np.ndarray, ...]
@@ -56,6 +58,7 @@ class Surface:
     directions: Directions
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    slopes: np.ndarray | None = None
 
     @property
     def ndim(self) -> int:
@@ -87,6 +90,8 @@ class Surface:
             f.create_dataset("loss", data=self.loss)
             for name, grid in self.metrics.items():
                 f.create_dataset(f"metrics/{name}", data=grid)
+            if self.slopes is not None:
+                f.create_dataset("slopes", data=self.slopes)
             group = f.create_group("directions")
             group.attrs["settings"] = json.dumps(dict(self.directions.settings), sort_keys=True)
             for i, vec in enumerate(self.directions):
@@ -124,4 +129,5 @@ def load(path: str | Path) -> Surface:
             directions=Directions(vectors, json.loads(group.attrs["settings"])),
             settings=json.loads(f.attrs["settings"]),
             provenance=json.loads(f.attrs["provenance"]),
+            slopes=f["slopes"][()] if "slopes" in f else None,
         )

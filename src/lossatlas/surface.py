@@ -90,6 +90,7 @@ def surface(
     memory_budget: int | str | None = None,
     path: str = "auto",
     chunk_size: int | None = None,
+    slopes: bool = False,
     quiet: bool | None = None,
 ) -> Surface:
     """The loss (and metrics) on a line or grid `theta0 + sum_j c_j d_j`, `c_j` in `span`.
@@ -110,6 +111,9 @@ def surface(
         memory_budget: bytes (or "512MB") for one chunk of points; sets points per pass.
         path: engine path, `"auto"`, `"vmap"` or `"sequential"`.
         chunk_size: points per chunk, overriding the memory budget.
+        slopes: also record the loss's derivative along every direction at every point
+            (`Surface.slopes`, from autograd): the gradient of a 1D line, the gradient field of a
+            2D slice. Costs about one backward pass per point.
         quiet: no progress bar (default: the LOSSATLAS_QUIET environment variable).
     """
     if not isinstance(problem, Problem):
@@ -125,6 +129,7 @@ def surface(
         "dtype": str(problem.dtype),
         "loss_reduction": problem.reduction,
         "metrics": list(problem.metrics),
+        "slopes": bool(slopes),
     }
     fingerprint = problem.fingerprint()
     probed = probe(problem, origin)
@@ -158,6 +163,7 @@ def surface(
         memory_budget=memory_budget,
         path=path,
         chunk_size=chunk_size,
+        slopes=bool(slopes),
         plan=Plan(**journal.header["plan"]) if journal else None,
         n_points=int(np.prod([len(a) for a in axes])),
         probed=probed,
@@ -168,6 +174,8 @@ def surface(
     resumed = len(done)
 
     coeffs = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
+    # A chunk's record: its losses, then each metric, then the slope along each direction.
+    rows = 1 + len(problem.metrics) + (len(axes) if slopes else 0)
     n_points, size = len(coeffs), evaluator.plan.chunk_size
     n_chunks = math.ceil(n_points / size)
     start = time.perf_counter()
@@ -175,12 +183,15 @@ def surface(
         with progress(
             f"surface {'x'.join(map(str, settings['steps']))}", n_points, quiet=quiet
         ) as advance:
-            advance(sum(len(v) for v in done.values()) // (1 + len(problem.metrics)))
+            advance(sum(len(v) for v in done.values()) // rows)
             for i in range(n_chunks):
                 if i in done:
                     continue
                 chunk = evaluator(coeffs[i * size : (i + 1) * size])
-                values = np.concatenate([chunk.loss, *chunk.metrics.values()])
+                values = [chunk.loss, *chunk.metrics.values()]
+                if chunk.slopes is not None:
+                    values += list(chunk.slopes.T)  # one row per direction
+                values = np.concatenate(values)
                 if journal is not None:
                     journal.append(i, values)
                 else:
@@ -197,7 +208,6 @@ def surface(
         raise
     seconds = time.perf_counter() - start
 
-    rows = 1 + len(problem.metrics)  # a chunk's record is its losses, then each metric
     table = np.concatenate([done[i].reshape(rows, -1) for i in range(n_chunks)], axis=1)
     shape = tuple(len(a) for a in axes)
     settings.update(key=key, plan=vars(evaluator.plan))
@@ -205,6 +215,7 @@ def surface(
         coords=axes,
         loss=table[0].reshape(shape),
         metrics={m: table[j + 1].reshape(shape) for j, m in enumerate(problem.metrics)},
+        slopes=np.stack(table[-len(axes) :], -1).reshape(*shape, -1) if slopes else None,
         directions=Directions(
             tuple({k: t.detach().cpu() for k, t in d.items()} for d in dirs), dirs.settings
         ),
