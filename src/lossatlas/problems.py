@@ -173,8 +173,46 @@ def digits_mlp(*, seed: int = 0, split: str = "train", quiet: bool = True) -> Pr
     return Problem(model, nn.CrossEntropyLoss(), data, metrics={"accuracy": accuracy})
 
 
+def one_weight(*, x: float = 2.0, y: float = 4.0, w: float = 0.5) -> Problem:
+    """One input, one weight, no bias, squared error: `L(w) = (w x - y)^2`, minimum at `y / x`.
+
+    `dL/dw = 2 (w x - y) x`. The weight is the parameter `"weight"` (entry `"weight[0, 0]"`);
+    float64, so closed forms can be checked to rounding.
+    """
+    if not all(math.isfinite(v) for v in (x, y, w)):
+        raise LossatlasError(f"x, y and w must be finite, got {x}, {y}, {w}")
+    model = nn.Linear(1, 1, bias=False, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.fill_(w)
+    data = (torch.tensor([[x]], dtype=torch.float64), torch.tensor([[y]], dtype=torch.float64))
+    return Problem(model, nn.MSELoss(), data)
+
+
+def linreg(*, n: int = 100, noise: float = 0.1, seed: int = 42) -> Problem:
+    """Linear regression `y = 2 x + 1 + noise` on `n` points of [0, 1], fit by `nn.Linear(1, 1)`.
+
+    The noise and the model's random initialisation come from a generator seeded with `seed`
+    (the global RNG is untouched). MSE loss, float64. For plain gradient descent the Hessian is
+    `2/n X^T X` with `X = [x, 1]`, so the largest stable learning rate is `2 / lambda_max`.
+    """
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise LossatlasError(f"n must be an integer of at least 2, got {n!r}")
+    gen = torch.Generator().manual_seed(int(seed))
+    x = torch.linspace(0, 1, n, dtype=torch.float64)[:, None]
+    y = 2 * x + 1 + noise * torch.randn(n, 1, generator=gen, dtype=torch.float64)
+    model = nn.utils.skip_init(nn.Linear, 1, 1, dtype=torch.float64)
+    with torch.no_grad():
+        model.weight.normal_(generator=gen)
+        model.bias.normal_(generator=gen)
+    return Problem(model, nn.MSELoss(), (x, y))
+
+
 # Built-in problems by command-line name; each is called with keyword arguments only.
-PROBLEMS: dict[str, Callable[..., Problem]] = {"digits-mlp": digits_mlp}
+PROBLEMS: dict[str, Callable[..., Problem]] = {
+    "one-weight": one_weight,
+    "linreg": linreg,
+    "digits-mlp": digits_mlp,
+}
 
 
 def get_problem(name: str, **kwargs) -> Problem:
