@@ -36,16 +36,19 @@ from lossatlas.report import save_figure, write_report
 from lossatlas.result import Surface, load
 from lossatlas.surface import surface
 from lossatlas.sweep import Run, Sweep, sweep
+from lossatlas.trajectory import PCA, PathLosses, WeightRecorder, path_losses, pca_directions
 
 __all__ = [
     "FUNCTIONS",
     "OPTIMIZERS",
+    "PCA",
     "SCHEDULES",
     "Comparison",
     "Directions",
     "Evaluator",
     "LossatlasError",
     "LossatlasWarning",
+    "PathLosses",
     "Plan",
     "Problem",
     "Run",
@@ -53,6 +56,7 @@ __all__ = [
     "Sweep",
     "TestFunction",
     "Trajectory",
+    "WeightRecorder",
     "__version__",
     "accuracy",
     "as_directions",
@@ -65,6 +69,8 @@ __all__ = [
     "get_function",
     "list_functions",
     "load",
+    "path_losses",
+    "pca_directions",
     "random_directions",
     "register_function",
     "save_figure",

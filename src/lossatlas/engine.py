@@ -6,7 +6,7 @@ runs `vmap(functional_call)` over them, so every batch of data is read once per 
 layer runs as one batched product instead of K small ones. Parameters that no direction moves
 stay unbatched. If the input layer is linear in the moved weights, its products are computed
 once per batch (`lossatlas.plane`). Chunks are independent: they can be computed anywhere, in
-any order, and give the same values wherever they run.
+any order; recomputing a chunk on the same machine gives bit-identical values.
 """
 
 from __future__ import annotations
