@@ -9,6 +9,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without installing
     __version__ = "0.0.0+unknown"
 
+from lossatlas.animation import animate
 from lossatlas.compare import Comparison, compare
 from lossatlas.descent import Trajectory, descend
 from lossatlas.directions import (
@@ -27,9 +28,11 @@ from lossatlas.functions import (
     list_functions,
     register_function,
 )
+from lossatlas.lines import figure_histories, figure_line, plot_histories, plot_line
 from lossatlas.metrics import accuracy, error
 from lossatlas.optimizers import OPTIMIZERS, SCHEDULES
 from lossatlas.planning import Plan
+from lossatlas.plots import figure_paths, figure_surface_3d, plot_paths, plot_surface_3d
 from lossatlas.problem import Problem
 from lossatlas.problems import digits_mlp
 from lossatlas.report import save_figure, write_report
@@ -59,6 +62,7 @@ __all__ = [
     "WeightRecorder",
     "__version__",
     "accuracy",
+    "animate",
     "as_directions",
     "axis_directions",
     "compare",
@@ -66,11 +70,19 @@ __all__ = [
     "digits_mlp",
     "direction_between",
     "error",
+    "figure_histories",
+    "figure_line",
+    "figure_paths",
+    "figure_surface_3d",
     "get_function",
     "list_functions",
     "load",
     "path_losses",
     "pca_directions",
+    "plot_histories",
+    "plot_line",
+    "plot_paths",
+    "plot_surface_3d",
     "random_directions",
     "register_function",
     "save_figure",

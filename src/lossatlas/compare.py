@@ -92,7 +92,7 @@ def compare(
     objective: Callable[[torch.Tensor], torch.Tensor] | Problem,
     *,
     optimizers: Any,
-    starts: Any,
+    starts: Any = None,
     lrs: Any = DEFAULT_LRS,
     steps: int = 100,
     criterion: str = "final_loss",

@@ -212,7 +212,7 @@ def _starts(objective: Any, starts: Any) -> list[Any]:
     if (
         not isinstance(starts, Sequence)
         or isinstance(starts, str)
-        or not starts
+        or not len(starts)
         or all(isinstance(v, (int, float, np.number)) for v in starts)
     ):
         raise LossatlasError(
@@ -240,7 +240,7 @@ def _seed(seed: Any) -> int:
 def sweep(
     objective: Callable[[torch.Tensor], torch.Tensor] | Problem,
     *,
-    starts: Any,
+    starts: Any = None,
     optimizers: Any = ("sgd",),
     lrs: Any = (0.1,),
     seeds: Any = (0,),
@@ -261,7 +261,7 @@ def sweep(
     Args:
         objective: a function of a position or a `Problem` (see `descend`).
         starts: a list of start points (or a `(k, d)` array); for a Problem also None (its
-            weights) or one `{name: tensor}` dict.
+            weights, the default) or one `{name: tensor}` dict. Required for a function.
         optimizers: names or classes, `(name or class, options)` pairs, or a dict
             `{label: any of those}`. Options are added to `optimizer_kwargs`.
         lrs: learning rates.
