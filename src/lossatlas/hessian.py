@@ -287,3 +287,18 @@ class HessianOperator:
 
     def __repr__(self) -> str:
         return f"HessianOperator(dim={self.dim}, data={self.data.describe()}, method={self.method})"
+
+
+def as_operator(source: Problem | HessianOperator, **options: Any) -> HessianOperator:
+    """`source` itself if it is an operator (no options allowed), else an operator on it."""
+    if isinstance(source, HessianOperator):
+        if options:
+            raise LossatlasError(
+                f"options {sorted(options)} apply to a Problem; the operator already has its own"
+            )
+        return source
+    if not isinstance(source, Problem):
+        raise LossatlasError(
+            f"expected a Problem or a HessianOperator, got {type(source).__name__}"
+        )
+    return HessianOperator(source, **options)
