@@ -1,0 +1,93 @@
+"""Command-line problem specs: a built-in name, or `path/to/file.py:function` returning a Problem.
+
+`path/to/file.py:function` is imported the way uvicorn and pytest name objects; the function
+is called without arguments. `--weights model.pt` loads a state dict with
+`torch.load(weights_only=True)`, which never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+import torch
+
+from lossatlas.engine import one_line
+from lossatlas.errors import LossatlasError
+from lossatlas.problem import Problem
+from lossatlas.problems import PROBLEMS, get_problem
+
+
+def load_problem(spec: str, *, weights: str | Path | None = None) -> Problem:
+    """The Problem named by `spec`, with the weights of `weights` if given."""
+    if spec in PROBLEMS:
+        problem = get_problem(spec)
+    elif ":" in spec:
+        problem = _from_file(spec)
+    else:
+        raise LossatlasError(
+            f"unknown problem {spec!r}: use a built-in one ({', '.join(sorted(PROBLEMS))}) "
+            "or path/to/file.py:function"
+        )
+    return problem if weights is None else with_weights(problem, weights)
+
+
+def _from_file(spec: str) -> Problem:
+    file, _, name = spec.rpartition(":")
+    path = Path(file)
+    if not name.isidentifier():
+        raise LossatlasError(f"{spec!r}: {name!r} is not a function name")
+    if path.suffix != ".py" or not path.is_file():
+        raise LossatlasError(f"{spec!r}: no Python file {file!r}")
+    module_name = f"lossatlas_spec_{abs(hash(path.resolve()))}"
+    loader = importlib.util.spec_from_file_location(module_name, path)
+    assert loader is not None and loader.loader is not None
+    module = importlib.util.module_from_spec(loader)
+    sys.path.insert(0, str(path.resolve().parent))  # the file may import its neighbours
+    try:
+        loader.loader.exec_module(module)
+    except Exception as exc:
+        raise LossatlasError(f"importing {file} failed: {one_line(exc)}") from exc
+    finally:
+        sys.path.pop(0)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise LossatlasError(f"{file} has no function {name!r}")
+    try:
+        problem = fn()
+    except LossatlasError:
+        raise
+    except Exception as exc:
+        raise LossatlasError(f"{spec} raised {one_line(exc)}") from exc
+    if not isinstance(problem, Problem):
+        raise LossatlasError(f"{spec} returned {type(problem).__name__}, not a lossatlas.Problem")
+    return problem
+
+
+def with_weights(problem: Problem, weights: str | Path) -> Problem:
+    """A copy of `problem` whose model has the state dict saved in `weights`."""
+    path = Path(weights)
+    if not path.is_file():
+        raise LossatlasError(f"no weights file {str(path)!r}")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise LossatlasError(
+            f"cannot load {path} as a state dict (weights only): {one_line(exc)}"
+        ) from exc
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a common checkpoint layout
+    if not isinstance(state, dict):
+        raise LossatlasError(f"{path} holds a {type(state).__name__}, not a state dict")
+    module = copy.deepcopy(problem.module)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise LossatlasError(f"{path} does not fit the model: {one_line(exc)}") from exc
+    out = copy.copy(problem)
+    out.module = module.to(problem.device, problem.dtype).eval()
+    out.params = {k: p.detach().requires_grad_(False) for k, p in module.named_parameters()}
+    out.buffers = dict(module.named_buffers())
+    return out
