@@ -11,6 +11,8 @@ except PackageNotFoundError:  # running from a source tree without installing
 
 from lossatlas.animation import animate
 from lossatlas.compare import Comparison, compare
+from lossatlas.curvature import SharpnessReport, sharpness_report
+from lossatlas.density import Density, figure_density, plot_density, spectral_density
 from lossatlas.descent import Trajectory, descend
 from lossatlas.directions import (
     Directions,
@@ -19,6 +21,7 @@ from lossatlas.directions import (
     direction_between,
     random_directions,
 )
+from lossatlas.edge import EdgeHistory, EdgeOfStability
 from lossatlas.engine import Evaluator, LossatlasWarning
 from lossatlas.errors import LossatlasError
 from lossatlas.functions import (
@@ -28,6 +31,7 @@ from lossatlas.functions import (
     list_functions,
     register_function,
 )
+from lossatlas.hessian import HessianOperator
 from lossatlas.lines import figure_histories, figure_line, plot_histories, plot_line
 from lossatlas.metrics import accuracy, error
 from lossatlas.optimizers import OPTIMIZERS, SCHEDULES
@@ -37,8 +41,18 @@ from lossatlas.problem import Problem
 from lossatlas.problems import digits_mlp
 from lossatlas.report import save_figure, write_report
 from lossatlas.result import Surface, load
+from lossatlas.sharpness import (
+    AdaptiveSharpness,
+    EpsilonSharpness,
+    adaptive_sharpness,
+    epsilon_sharpness,
+)
+from lossatlas.sharpness_average import AverageSharpness, average_sharpness
+from lossatlas.spectrum import Eigen, hessian_directions, hessian_eigen, power_iteration
+from lossatlas.stability import StableLR, max_stable_lr, stable_lr
 from lossatlas.surface import surface
 from lossatlas.sweep import Run, Sweep, sweep
+from lossatlas.trace import Trace, hessian_trace
 from lossatlas.trajectory import PCA, PathLosses, WeightRecorder, path_losses, pca_directions
 
 __all__ = [
@@ -46,46 +60,70 @@ __all__ = [
     "OPTIMIZERS",
     "PCA",
     "SCHEDULES",
+    "AdaptiveSharpness",
+    "AverageSharpness",
     "Comparison",
+    "Density",
     "Directions",
+    "EdgeHistory",
+    "EdgeOfStability",
+    "Eigen",
+    "EpsilonSharpness",
     "Evaluator",
+    "HessianOperator",
     "LossatlasError",
     "LossatlasWarning",
     "PathLosses",
     "Plan",
     "Problem",
     "Run",
+    "SharpnessReport",
+    "StableLR",
     "Surface",
     "Sweep",
     "TestFunction",
+    "Trace",
     "Trajectory",
     "WeightRecorder",
     "__version__",
     "accuracy",
+    "adaptive_sharpness",
     "animate",
     "as_directions",
+    "average_sharpness",
     "axis_directions",
     "compare",
     "descend",
     "digits_mlp",
     "direction_between",
+    "epsilon_sharpness",
     "error",
+    "figure_density",
     "figure_histories",
     "figure_line",
     "figure_paths",
     "figure_surface_3d",
     "get_function",
+    "hessian_directions",
+    "hessian_eigen",
+    "hessian_trace",
     "list_functions",
     "load",
+    "max_stable_lr",
     "path_losses",
     "pca_directions",
+    "plot_density",
     "plot_histories",
     "plot_line",
     "plot_paths",
     "plot_surface_3d",
+    "power_iteration",
     "random_directions",
     "register_function",
     "save_figure",
+    "sharpness_report",
+    "spectral_density",
+    "stable_lr",
     "surface",
     "sweep",
     "write_report",

@@ -150,6 +150,97 @@ def _print_summary(numbers: dict[str, Any], files: dict[str, str], steps: int) -
     console.print(f"open {escape(files['report'])} in a browser to explore the landscape")
 
 
+def _data_option(data: str) -> str | int:
+    if data in ("all", "first_batch"):
+        return data
+    try:
+        return int(data)
+    except ValueError:
+        raise LossatlasError(
+            f"--data must be all, first_batch or a number of samples, got {data!r}"
+        ) from None
+
+
+@app.command()
+@_user_errors
+def sharpness(
+    spec: Annotated[str, typer.Argument(help="A built-in problem or path/to/file.py:function.")],
+    weights: Annotated[
+        Path | None, typer.Option(help="A state dict to load (torch.load, weights only).")
+    ] = None,
+    k: Annotated[int, typer.Option(help="Top Hessian eigenvalues to compute.")] = 5,
+    trace_vectors: Annotated[int, typer.Option(help="Hutch++ budget for the trace.")] = 60,
+    lr: Annotated[
+        float | None, typer.Option(help="A learning rate to compare with the stable one.")
+    ] = None,
+    momentum: Annotated[float, typer.Option(help="Heavy-ball momentum for the bound.")] = 0.0,
+    epsilon: Annotated[float, typer.Option(help="Keskar's box size.")] = 1e-3,
+    sigma: Annotated[float, typer.Option(help="Average-case perturbation scale.")] = 0.01,
+    samples: Annotated[int, typer.Option(help="Average-case perturbations.")] = 50,
+    rho: Annotated[float, typer.Option(help="Adaptive sharpness radius.")] = 0.05,
+    params: Annotated[
+        list[str] | None, typer.Option(help="Parameter or module names (repeatable).")
+    ] = None,
+    data: Annotated[str, typer.Option(help="all, first_batch or a number of samples.")] = "all",
+    seed: Annotated[int, typer.Option(help="Seed of every random draw.")] = 0,
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")
+    ] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bars, no summary.")] = False,
+) -> None:
+    """Curvature and sharpness: Hessian spectrum and trace, stable lr, sharpness measures."""
+    from lossatlas.curvature import sharpness_report
+    from lossatlas.spec import load_problem
+
+    problem = load_problem(spec, weights=weights)
+    report = sharpness_report(
+        problem,
+        k=k,
+        trace_vectors=trace_vectors,
+        lr=lr,
+        momentum=momentum,
+        epsilon=epsilon,
+        sigma=sigma,
+        samples=samples,
+        rho=rho,
+        seed=seed,
+        params=params or None,
+        data=_data_option(data),
+        quiet=True if quiet or as_json else None,  # None: LOSSATLAS_QUIET decides
+    )
+    summary = {"problem": spec, "weights": None if weights is None else str(weights)}
+    if as_json:
+        print(json.dumps({**summary, **report.to_dict()}))
+    elif not quiet:
+        _print_sharpness(spec, report)
+
+
+def _print_sharpness(spec: str, report: Any) -> None:
+    d = report.to_dict()
+    table = Table.grid(padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    metrics = "".join(f", {k} {v:.4g}" for k, v in d["metrics"].items())
+    table.add_row("loss", f"{d['loss']:.4g}{metrics}")
+    table.add_row("lambda_max", f"{d['lambda_max']:.5g}")
+    table.add_row("top eigenvalues", ", ".join(f"{v:.4g}" for v in d["eigenvalues"]))
+    table.add_row("trace", f"{d['trace']:.5g} +- {d['trace_stderr']:.2g} (Hutch++)")
+    table.add_row("stable lr", escape(report.stable.describe()))
+    table.add_row("epsilon-sharpness", f"{d['epsilon_sharpness']:.4g} (Keskar, %)")
+    table.add_row(
+        "average sharpness",
+        f"{d['average_sharpness']:.4g} +- {d['average_sharpness_stderr']:.2g}",
+    )
+    table.add_row("adaptive sharpness", f"{d['adaptive_sharpness']:.4g}")
+    table.add_row("cost", f"{d['hvps']} Hessian-vector products, {d['seconds']:.1f} s")
+    console = Console()
+    operator = d["settings"]["operator"]
+    console.print(
+        f"[bold]{escape(spec)}[/]: {operator['dim']} parameters, {escape(operator['data'])}"
+    )
+    console.print(table)
+
+
 @app.command()
 def version() -> None:
     """Print the versions of lossatlas, torch, numpy and Python."""

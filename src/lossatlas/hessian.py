@@ -27,8 +27,9 @@ import torch
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from lossatlas.directions import as_center
-from lossatlas.engine import LossatlasWarning, one_line
+from lossatlas.engine import LossatlasWarning, one_line, probe
 from lossatlas.errors import LossatlasError
+from lossatlas.planning import default_budget, parse_bytes
 from lossatlas.problem import Batch, Problem, batch_value
 from lossatlas.selection import DataSelection, select_data
 
@@ -68,8 +69,12 @@ class HessianOperator:
         data: `"all"` (default), `"first_batch"`, or an int `n`: a fixed subset of `n`
             samples drawn with `seed` (data held in memory only).
         seed: seed of the subset.
-        method: `"auto"` (forward-over-reverse, falling back to double backprop with a
-            warning), `"forward"` or `"double"`.
+        method: `"auto"`, `"forward"` or `"double"`. Auto uses double backprop with cached
+            graphs when they fit the memory budget (the fastest when many products are taken
+            at one point, as every estimator does), else forward-over-reverse, falling back to
+            double backprop with a warning.
+        memory_budget: bytes (or e.g. "512MB") the cached graphs may take; default the
+            engine's budget (a quarter of free memory on the CPU, at most 2 GiB). 0: never cache.
         batch_size: samples per batch for an `(X, y)` pair (default up to 4096); the Hessian
             does not depend on it.
         vectors_per_pass: most vectors `matmat` pushes through one data pass (memory bound).
@@ -90,6 +95,7 @@ class HessianOperator:
         method: str = "auto",
         batch_size: int | None = None,
         vectors_per_pass: int = 32,
+        memory_budget: int | str | None = None,
     ) -> None:
         if method not in METHODS:
             raise LossatlasError(f"method must be one of {METHODS}, got {method!r}")
@@ -111,6 +117,13 @@ class HessianOperator:
         self.hvps = 0
         self.passes = 0
         self.dtype, self.device = problem.dtype, problem.device
+        if memory_budget == 0:
+            self.memory_budget = 0
+        else:
+            budget = parse_bytes(memory_budget)
+            self.memory_budget = default_budget(self.device) if budget is None else budget
+        self._graphs: list[tuple[list[torch.Tensor], list[torch.Tensor], list[int]]] | None = None
+        self.cached = False  # whether products reuse cached gradient graphs
 
     # -- vectors <-> parameter dicts -----------------------------------------------------------
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -147,7 +160,7 @@ class HessianOperator:
             with torch.enable_grad():
                 value = self._batch_loss(leaves, batch, weight)
                 g = torch.autograd.grad(value, list(leaves.values()), allow_unused=True)
-            total += float(value)
+            total += float(value.detach())
             grads += torch.cat(
                 [
                     (gi if gi is not None else torch.zeros_like(w)).reshape(-1)
@@ -195,6 +208,12 @@ class HessianOperator:
         return torch.cat(blocks, dim=1) if blocks else V.clone()
 
     def _block(self, V: torch.Tensor) -> torch.Tensor:
+        if self.method in ("auto", "double") and not self.cached and self._graphs is None:
+            self.cached = self._graphs_fit()
+            if self.cached:
+                self.method = "double"
+        if self.cached:
+            return self._cached_products(V)
         if self.method == "auto":
             try:
                 out = self._products(V, self._forward)
@@ -216,6 +235,54 @@ class HessianOperator:
         total = torch.zeros_like(V)
         for batch, weight in self.data.weighted():
             total += rule(batch, weight, tangents)
+        self.hvps += V.shape[1]
+        self.passes += 1
+        return total
+
+    def _graphs_fit(self) -> bool:
+        """Whether every batch's gradient graph fits the budget (held data only).
+
+        The graph of `grad L` with `create_graph` keeps about four activations per layer
+        output (forward values, their gradients and what the second backward needs).
+        """
+        if self.data.batches is None or self.memory_budget <= 0:
+            return False
+        per_sample = probe(self.problem, {**self.fixed, **self.point}).footprint.total
+        itemsize = torch.finfo(self.dtype).bits // 8
+        need = 4 * per_sample * itemsize * self.data.n_samples + 4 * itemsize * self.dim
+        return need <= self.memory_budget
+
+    def _cached_products(self, V: torch.Tensor) -> torch.Tensor:
+        """Double backprop through each batch's gradient graph, built once and kept."""
+        if self._graphs is None:
+            self._graphs = []
+            for batch, weight in self.data.weighted():
+                leaves = [self.point[n].detach().requires_grad_(True) for n in self.names]
+                with torch.enable_grad():
+                    value = self._batch_loss(dict(zip(self.names, leaves)), batch, weight)
+                    grads = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
+                # Only gradients that still depend on the parameters have a second derivative.
+                live = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]
+                self._graphs.append((leaves, [grads[k] for k in live], live))
+        total = torch.zeros_like(V)
+        for leaves, grads, live in self._graphs:
+            if not grads:
+                continue
+            for j in range(V.shape[1]):
+                parts = torch.split(V[:, j], self.sizes)
+                hv = torch.autograd.grad(
+                    grads,
+                    leaves,
+                    grad_outputs=[parts[k].reshape(self.shapes[k]) for k in live],
+                    retain_graph=True,
+                    allow_unused=True,
+                )
+                total[:, j] += torch.cat(
+                    [
+                        (h if h is not None else torch.zeros_like(w)).reshape(-1)
+                        for h, w in zip(hv, leaves)
+                    ]
+                )
         self.hvps += V.shape[1]
         self.passes += 1
         return total
@@ -281,6 +348,7 @@ class HessianOperator:
             "data": self.data.describe(),
             "n_samples": self.data.n_samples,
             "method": self.method,
+            "cached_graphs": self.cached,
             "dtype": str(self.dtype).removeprefix("torch."),
             "bn": self.problem.bn,
         }
