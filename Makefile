@@ -26,6 +26,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/surface.py
+	$(BIN)/python bench/curvature.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
