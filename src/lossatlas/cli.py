@@ -241,6 +241,50 @@ def _print_sharpness(spec: str, report: Any) -> None:
     console.print(table)
 
 
+@app.command(name="list")
+def list_things(
+    as_json: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object on stdout, nothing else.")
+    ] = False,
+) -> None:
+    """List built-in problems, test functions, optimizers, schedules and direction types."""
+    from lossatlas.directions import NORMS
+    from lossatlas.functions import FUNCTIONS
+    from lossatlas.optimizers import OPTIMIZERS, SCHEDULES
+    from lossatlas.problems import PROBLEMS
+
+    def first_line(obj: Any) -> str:
+        return (obj.__doc__ or "").strip().splitlines()[0] if obj.__doc__ else ""
+
+    groups = {
+        "problems": {name: first_line(fn) for name, fn in PROBLEMS.items()},
+        "functions": {name: f.formula for name, f in FUNCTIONS.items()},
+        "optimizers": {
+            name: spec[0].__name__ + (f" {spec[1]}" if spec[1] else "")
+            for name, spec in OPTIMIZERS.items()
+        },
+        "schedules": {name: cls.__name__ for name, cls in SCHEDULES.items()},
+        "directions": {f"random, norm={n}": "Gaussian, normalised per " + n for n in NORMS}
+        | {
+            "between": "from one model to another",
+            "axis": "chosen weight entries",
+            "hessian": "top or bottom Hessian eigenvectors",
+            "pca": "PCA of a trajectory",
+        },
+    }
+    if as_json:
+        print(json.dumps(groups))
+        return
+    console = Console()
+    for title, rows in groups.items():
+        table = Table(title=title, title_justify="left", show_header=False, box=None)
+        table.add_column(style="bold")
+        table.add_column()
+        for name, text in rows.items():
+            table.add_row(escape(name), escape(str(text)))
+        console.print(table)
+
+
 @app.command()
 def version() -> None:
     """Print the versions of lossatlas, torch, numpy and Python."""
