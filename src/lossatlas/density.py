@@ -244,9 +244,10 @@ def plot_density(
         figsize: inches.
         dpi: resolution of PNG output.
     """
-    from lossatlas.figures import _save, _target
+    from lossatlas.figures import _save
+    from lossatlas.report import figure_path
 
-    target = _target(path)
+    target = figure_path(path)
     return _save(
         figure_density(density, log=log, sigma=sigma, title=title, figsize=figsize), target, dpi
     )

@@ -23,7 +23,7 @@ import torch
 
 from lossatlas.errors import LossatlasError
 from lossatlas.functions import TestFunction, _check_box
-from lossatlas.report import FIGURE_FORMATS, _describe, _has_center
+from lossatlas.report import _describe, _has_center
 from lossatlas.result import Surface
 
 if TYPE_CHECKING:
@@ -225,13 +225,6 @@ def _check_size(figsize: Any, dpi: Any = 100) -> tuple[float, float]:
             f"figsize must be two positive inches and dpi positive, got {figsize!r}, {dpi!r}"
         )
     return w, h
-
-
-def _target(path: str | Path) -> Path:
-    path = Path(path)
-    if path.suffix.lower() not in FIGURE_FORMATS:
-        raise LossatlasError(f"cannot save a figure as {path.name!r}; use one of {FIGURE_FORMATS}")
-    return path
 
 
 def _save(fig: Figure, path: Path, dpi: float) -> Path:

@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lossatlas.errors import LossatlasError
-from lossatlas.figures import CENTRE, MINIMUM, _check_size, _colors, _legend, _save, _target
-from lossatlas.report import _describe
+from lossatlas.figures import CENTRE, MINIMUM, _check_size, _colors, _legend, _save
+from lossatlas.report import _describe, figure_path
 from lossatlas.result import Surface
 from lossatlas.tracks import _items, as_tracks
 
@@ -231,7 +231,7 @@ def plot_line(
     Returns:
         The path written.
     """
-    path = _target(path)
+    path = figure_path(path)
     return _save(figure_line(surface, log=log, figsize=figsize), path, dpi)
 
 
@@ -265,6 +265,6 @@ def plot_histories(
     Returns:
         The path written.
     """
-    path = _target(path)
+    path = figure_path(path)
     fig = figure_histories(runs, log=log, x=x, labels=labels, title=title, figsize=figsize)
     return _save(fig, path, dpi)

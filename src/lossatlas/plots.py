@@ -22,9 +22,9 @@ from lossatlas.figures import (
     _halo,
     _legend,
     _save,
-    _target,
 )
 from lossatlas.functions import TestFunction
+from lossatlas.report import figure_path
 from lossatlas.result import Surface
 from lossatlas.tracks import Track, _end, as_tracks
 
@@ -161,7 +161,7 @@ def plot_paths(
     Returns:
         The path written.
     """
-    path = _target(path)
+    path = figure_path(path)
     options = {"log": log, "steps": steps, "labels": labels, "box": box, "title": title}
     return _save(figure_paths(background, runs, figsize=figsize, **options), path, dpi)
 
@@ -191,7 +191,7 @@ def plot_surface_3d(
     Returns:
         The path written.
     """
-    path = _target(path)
+    path = figure_path(path)
     options = {"log": log, "steps": steps, "labels": labels, "box": box, "title": title}
     view = {"elev": elev, "azim": azim, "figsize": figsize}
     return _save(figure_surface_3d(background, runs, **options, **view), path, dpi)

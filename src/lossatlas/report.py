@@ -29,6 +29,14 @@ td,th{border-bottom:1px solid #eee;padding:.25rem .8rem;text-align:left;vertical
 th{color:#555;font-weight:600}"""
 
 
+def figure_path(path: str | Path) -> Path:
+    """`path` if its suffix names a static figure format, else a one-line error."""
+    path = Path(path)
+    if path.suffix.lower() not in FIGURE_FORMATS:
+        raise LossatlasError(f"cannot save a figure as {path.name!r}; use one of {FIGURE_FORMATS}")
+    return path
+
+
 def _has_center(surface: Surface) -> bool:
     """Whether the origin (the weights) lies inside the grid's span."""
     return all(c.min() <= 0 <= c.max() for c in surface.coords)
@@ -264,9 +272,7 @@ def save_figure(surface: Surface, path: str | Path, *, log: bool = False, dpi: i
     from matplotlib import colors, ticker
     from matplotlib.figure import Figure  # no pyplot: leaves the user's backend alone
 
-    path = Path(path)
-    if path.suffix.lower() not in FIGURE_FORMATS:
-        raise LossatlasError(f"cannot save a figure as {path.name!r}; use one of {FIGURE_FORMATS}")
+    path = figure_path(path)
     if surface.ndim not in (1, 2):
         raise LossatlasError(f"can only plot 1D or 2D surfaces, this one is {surface.ndim}D")
     loss = np.ma.masked_invalid(
