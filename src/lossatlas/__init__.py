@@ -32,15 +32,25 @@ from lossatlas.functions import (
     register_function,
 )
 from lossatlas.hessian import HessianOperator
+from lossatlas.inputs import InputSurface, input_surface, plot_input_surface
 from lossatlas.lines import figure_histories, figure_line, plot_histories, plot_line
 from lossatlas.metrics import accuracy, error
 from lossatlas.optimizers import OPTIMIZERS, SCHEDULES
 from lossatlas.planning import Plan
 from lossatlas.plots import figure_paths, figure_surface_3d, plot_paths, plot_surface_3d
 from lossatlas.problem import Problem
-from lossatlas.problems import digits_mlp
-from lossatlas.report import save_figure, write_report
-from lossatlas.result import Surface, load
+from lossatlas.problems import (
+    PROBLEMS,
+    digits_mlp,
+    get_problem,
+    linreg,
+    one_weight,
+    teacher_cnn,
+    tiny_7,
+    xy_regression,
+)
+from lossatlas.report import Section, write_report
+from lossatlas.result import Surface, with_paths
 from lossatlas.sharpness import (
     AdaptiveSharpness,
     EpsilonSharpness,
@@ -50,15 +60,19 @@ from lossatlas.sharpness import (
 from lossatlas.sharpness_average import AverageSharpness, average_sharpness
 from lossatlas.spectrum import Eigen, hessian_directions, hessian_eigen, power_iteration
 from lossatlas.stability import StableLR, max_stable_lr, stable_lr
+from lossatlas.static import save_figure
+from lossatlas.storage import load, save
 from lossatlas.surface import surface
 from lossatlas.sweep import Run, Sweep, sweep
 from lossatlas.trace import Trace, hessian_trace
 from lossatlas.trajectory import PCA, PathLosses, WeightRecorder, path_losses, pca_directions
+from lossatlas.vtk import export_vtp
 
 __all__ = [
     "FUNCTIONS",
     "OPTIMIZERS",
     "PCA",
+    "PROBLEMS",
     "SCHEDULES",
     "AdaptiveSharpness",
     "AverageSharpness",
@@ -71,12 +85,14 @@ __all__ = [
     "EpsilonSharpness",
     "Evaluator",
     "HessianOperator",
+    "InputSurface",
     "LossatlasError",
     "LossatlasWarning",
     "PathLosses",
     "Plan",
     "Problem",
     "Run",
+    "Section",
     "SharpnessReport",
     "StableLR",
     "Surface",
@@ -85,7 +101,6 @@ __all__ = [
     "Trace",
     "Trajectory",
     "WeightRecorder",
-    "__version__",
     "accuracy",
     "adaptive_sharpness",
     "animate",
@@ -98,33 +113,44 @@ __all__ = [
     "direction_between",
     "epsilon_sharpness",
     "error",
+    "export_vtp",
     "figure_density",
     "figure_histories",
     "figure_line",
     "figure_paths",
     "figure_surface_3d",
     "get_function",
+    "get_problem",
     "hessian_directions",
     "hessian_eigen",
     "hessian_trace",
+    "input_surface",
+    "linreg",
     "list_functions",
     "load",
     "max_stable_lr",
+    "one_weight",
     "path_losses",
     "pca_directions",
     "plot_density",
     "plot_histories",
+    "plot_input_surface",
     "plot_line",
     "plot_paths",
     "plot_surface_3d",
     "power_iteration",
     "random_directions",
     "register_function",
+    "save",
     "save_figure",
     "sharpness_report",
     "spectral_density",
     "stable_lr",
     "surface",
     "sweep",
+    "teacher_cnn",
+    "tiny_7",
+    "with_paths",
     "write_report",
+    "xy_regression",
 ]

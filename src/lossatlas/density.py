@@ -245,7 +245,7 @@ def plot_density(
         dpi: resolution of PNG output.
     """
     from lossatlas.figures import _save
-    from lossatlas.report import figure_path
+    from lossatlas.static import figure_path
 
     target = figure_path(path)
     return _save(

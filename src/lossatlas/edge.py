@@ -168,7 +168,7 @@ class EdgeOfStability:
     def plot(self, path: str | Path, *, dpi: float = 200) -> Path:
         """Write `figure()` as PNG, SVG or PDF (by the suffix)."""
         from lossatlas.figures import _save
-        from lossatlas.report import figure_path
+        from lossatlas.static import figure_path
 
         target = figure_path(path)
         return _save(self.figure(), target, dpi)

@@ -23,8 +23,8 @@ import torch
 
 from lossatlas.errors import LossatlasError
 from lossatlas.functions import TestFunction, _check_box
-from lossatlas.report import _describe, _has_center
 from lossatlas.result import Surface
+from lossatlas.static import describe, has_center
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -85,7 +85,7 @@ def _background(background: Any, *, log: bool, steps: int, box: Any, title: str 
                 return f(torch.from_numpy(np.ascontiguousarray(p, dtype=np.float64))).numpy()
 
         axes, default, min_value = ("x", "y"), f"{f.name}: {f.formula}", f.min_value
-    elif isinstance(background, Surface) and background.ndim == 2:
+    elif (isinstance(background, Surface) and background.ndim == 2) or _is_input(background):
         from scipy.interpolate import RegularGridInterpolator
 
         s = background
@@ -95,13 +95,19 @@ def _background(background: Any, *, log: bool, steps: int, box: Any, title: str 
         box = grid_box if box is None else _check_box(box)
         interp = RegularGridInterpolator((xs, ys), s.loss, bounds_error=False)
         loss_at, marks = interp, []
-        low = s.argmin() if np.isfinite(s.loss).any() else (0.0, 0.0)
-        if any(low):  # as in save_figure: the star would hide the centre's cross
-            marks.append((np.array([low]), "lowest loss on the grid", MINIMUM))
-        if _has_center(s):
-            marks.append((np.zeros((1, 2)), "centre (the weights)", CENTRE))
-        axes = _direction_labels(s.directions.settings)
-        default, min_value = _describe(s), math.nan
+        if isinstance(s, Surface):
+            low = s.argmin() if np.isfinite(s.loss).any() else (0.0, 0.0)
+            if any(low):  # as in save_figure: the star would hide the centre's cross
+                marks.append((np.array([low]), "lowest loss on the grid", MINIMUM))
+            if has_center(s):
+                what = (
+                    "the weights" if s.settings.get("center", "weights") == "weights" else "c = 0"
+                )
+                marks.append((np.zeros((1, 2)), f"centre ({what})", CENTRE))
+            axes, default = _direction_labels(s.directions.settings), describe(s)
+        else:
+            axes, default = tuple(s.axes), "loss over the input plane"
+        min_value = math.nan
     else:
         what = type(background).__name__
         if isinstance(background, Surface):
@@ -125,6 +131,12 @@ def _background(background: Any, *, log: bool, steps: int, box: Any, title: str 
     z = np.ma.masked_invalid(np.maximum(z, floor) if log else z)
     title = default if title is None else title
     return _Background(xs, ys, z, log, offset, floor, label, box, axes, title, marks, loss_at)
+
+
+def _is_input(background: Any) -> bool:
+    from lossatlas.inputs import InputSurface
+
+    return isinstance(background, InputSurface)
 
 
 def _direction_labels(settings: dict[str, Any]) -> tuple[str, str]:

@@ -14,8 +14,8 @@ import numpy as np
 
 from lossatlas.errors import LossatlasError
 from lossatlas.figures import CENTRE, MINIMUM, _check_size, _colors, _legend, _save
-from lossatlas.report import _describe, figure_path
 from lossatlas.result import Surface
+from lossatlas.static import describe, figure_path
 from lossatlas.tracks import _items, as_tracks
 
 if TYPE_CHECKING:
@@ -192,7 +192,7 @@ def figure_line(
     if slope is not None:
         _draw_slope(panels, c, slope, raw)
         panels[1].plot(c[i], slope[i], ls="", zorder=6, **{**MINIMUM, "mfc": "red"})
-    fig.suptitle(textwrap.fill(_describe(surface), 110), fontsize=10)
+    fig.suptitle(textwrap.fill(describe(surface), 110), fontsize=10)
     handles = {h.get_label(): h for a in panels for h in a.get_legend_handles_labels()[0]}
     ncols = 3 if len(handles) > 4 else len(handles)
     fig.legend(

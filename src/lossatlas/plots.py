@@ -24,8 +24,8 @@ from lossatlas.figures import (
     _save,
 )
 from lossatlas.functions import TestFunction
-from lossatlas.report import figure_path
 from lossatlas.result import Surface
+from lossatlas.static import figure_path
 from lossatlas.tracks import Track, _end, as_tracks
 
 if TYPE_CHECKING:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import platform
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +50,8 @@ class Surface:
         provenance: data size and fingerprint, model-call counts, seconds, versions.
         slopes: with `surface(..., slopes=True)`, the loss's derivative along every direction
             at every point, shape `(*loss.shape, m)`: `slopes[..., j] = dL/dc_j`.
+        paths: named paths in the surface's coordinates, `{label: (n, ndim) array}`: e.g. a
+            training trajectory projected onto its PCA plane (`with_paths`), drawn in reports.
     """
 
     coords: tuple[np.ndarray, ...]
@@ -59,6 +61,7 @@ class Surface:
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
     slopes: np.ndarray | None = None
+    paths: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def ndim(self) -> int:
@@ -92,6 +95,8 @@ class Surface:
                 f.create_dataset(f"metrics/{name}", data=grid)
             if self.slopes is not None:
                 f.create_dataset("slopes", data=self.slopes)
+            for i, (label, xy) in enumerate(self.paths.items()):  # labels may hold "/"
+                f.create_dataset(f"paths/{i}", data=xy).attrs["label"] = label
             group = f.create_group("directions")
             group.attrs["settings"] = json.dumps(dict(self.directions.settings), sort_keys=True)
             for i, vec in enumerate(self.directions):
@@ -99,6 +104,19 @@ class Surface:
                     group.create_dataset(f"{i}/{name}", data=t.detach().cpu().numpy())
         os.replace(tmp, path)
         return path
+
+
+def with_paths(surface: Surface, paths: dict[str, Any]) -> Surface:
+    """A copy of `surface` that also carries `paths` (`{label: (n, ndim) coordinates}`)."""
+    checked = dict(surface.paths)
+    for label, xy in paths.items():
+        xy = np.asarray(xy, dtype=np.float64)
+        if xy.ndim != 2 or xy.shape[1] != surface.ndim:
+            raise LossatlasError(
+                f"path {label!r} must be (n, {surface.ndim}) coordinates, got shape {xy.shape}"
+            )
+        checked[str(label)] = xy
+    return replace(surface, paths=checked)
 
 
 def load(path: str | Path) -> Surface:
@@ -130,4 +148,8 @@ def load(path: str | Path) -> Surface:
             settings=json.loads(f.attrs["settings"]),
             provenance=json.loads(f.attrs["provenance"]),
             slopes=f["slopes"][()] if "slopes" in f else None,
+            paths={
+                ds.attrs["label"]: ds[()]
+                for ds in (f["paths"][str(i)] for i in range(len(f.get("paths", {}))))
+            },
         )

@@ -292,7 +292,8 @@ class PCA:
     off_plane: np.ndarray
     steps: np.ndarray
     provenance: dict[str, Any] = field(default_factory=dict)
-    source: _Checkpoints | None = field(default=None, repr=False)
+    # A reader over live objects: not written by `storage.save`, so a loaded PCA has None here.
+    source: _Checkpoints | None = field(default=None, repr=False, metadata={"store": False})
 
 
 def pca_directions(
