@@ -33,7 +33,7 @@ ARGS = (
 ARTIFACTS = Path(os.environ.get("LOSSATLAS_ARTIFACTS") or Path(__file__).parent / "artifacts")
 
 # A plot counts as rendered once plotly has laid it out and it shows traces: SVG marks in a
-# subplot (paths or images under `g.plot`, or in a `g.trace` of any other plot type) or a WebGL
+# subplot (paths or images under `g.plot`, in a `g.trace`, or contour paths) or a WebGL
 # canvas with a live context and more than one colour of pixels.
 _PROBE = """() => {
   const painted = (c) => {
@@ -48,7 +48,7 @@ _PROBE = """() => {
     }
     return false;
   };
-  const marks = "g.plot path, g.plot image, g.trace path, g.trace image";
+  const marks = "g.plot path, g.plot image, g.trace path, g.trace image, g.contourlayer path";
   const plots = [...document.querySelectorAll(".js-plotly-plot")].map((gd) => {
     const svg = [...gd.querySelectorAll(".main-svg")].some((s) =>
       [...s.querySelectorAll(marks)].some((m) =>

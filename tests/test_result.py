@@ -144,7 +144,7 @@ def test_load_an_hdf5_file_that_is_not_a_lossatlas_file(tmp_path, attrs):
     with h5py.File(path, "w") as f:
         f.create_dataset("loss", data=np.zeros((3, 3)))
         f.attrs.update(attrs)
-    with pytest.raises(la.LossatlasError, match="not a lossatlas (surface )?file") as info:
+    with pytest.raises(la.LossatlasError, match=r"not a lossatlas (surface )?file") as info:
         la.load(path)
     assert "\n" not in str(info.value)
 

@@ -141,6 +141,11 @@ def _is_input(background: Any) -> bool:
 
 def _direction_labels(settings: dict[str, Any]) -> tuple[str, str]:
     """Axis labels of a 2D surface: PCA components say how much of the path they explain."""
+    if settings.get("kind") == "axis" and len(settings.get("entries", ())) >= 2:
+        return tuple(
+            f"{e}: offset from {v:.3g}"
+            for e, v in zip(settings["entries"][:2], settings["origin_values"][:2])
+        )
     ratio = settings.get("explained_variance_ratio") if settings.get("kind") == "pca" else None
     if ratio is not None and len(ratio) >= 2:
         return tuple(

@@ -133,7 +133,13 @@ def _section(i: int, item: Any, log: bool) -> tuple[str, str]:
         for j, (fig, caption) in enumerate(p.figures, 1)  # several panels: the full width
     )
     text = f"<p class='text'>{html.escape(sec.text)}</p>" if sec.text else ""
-    tables = "".join(_table(rows) for rows in p.tables if rows)
+    tables = "".join(  # long tables (every run of a sweep) start folded
+        f"<details><summary>all {len(rows)} rows</summary>{_table(rows)}</details>"
+        if len(rows) > 12
+        else _table(rows)
+        for rows in p.tables
+        if rows
+    )
     body = (
         f"<section id='s{i}'><h2>{i}. {html.escape(title)}</h2>{text}"
         f"<ul class='headline'>{cards}</ul><div class='grid'>{figures}</div>{tables}"
