@@ -201,3 +201,11 @@ def test_demo_report_renders_in_chromium(quick_demo) -> None:
     assert sum(d["webgl"] > 0 for d in info["details"]) == n_3d  # every 3D view drew
     assert info["blocked"] == []
     assert info["screenshot"].stat().st_size > 100_000
+
+
+def test_version_json_and_quiet(tmp_path: Path) -> None:
+    proc = run_cli("version", "--json", cache=tmp_path)
+    assert json.loads(proc.stdout)["torch"] == torch.__version__
+    for command in ("version", "list"):
+        quiet = run_cli(command, "--quiet", cache=tmp_path)
+        assert quiet.returncode == 0 and quiet.stdout == "" and quiet.stderr == ""

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import lossatlas as la
-from lossatlas.report import headline, save_figure, write_report
+from lossatlas.report import Section, headline, save_figure, write_report
 
 
 def png_size(path: Path) -> tuple[int, int]:
@@ -79,3 +79,116 @@ def test_headline() -> None:
     assert head["nonfinite"] == 8 and head["n_points"] == 20
     one = headline(synthetic(1))
     assert one["loss_center"] == pytest.approx(0.1) and one["accuracy_center"] > 0.9
+
+
+# -- sections of every kind -------------------------------------------------------------------
+def traces(fig, kind: str) -> list:
+    return [t for t in fig.data if t.type == kind]
+
+
+def test_runs_on_a_function_are_drawn_where_they_went() -> None:
+    from lossatlas.report_sections import parts
+
+    bowl = la.get_function("bowl")
+    runs = la.sweep(bowl, starts=[[-5.0, 5.0], [4.0, 6.0]], lrs=[0.2, 1.5], steps=12, quiet=True)
+    p = parts(runs, log=True)
+    contour, surf, history = (fig for fig, _ in p.figures)
+    lines = [t for t in traces(contour, "scatter") if t.mode == "lines+markers"]
+    assert len(lines) == 4
+    for line, run in zip(lines, runs):
+        pos = run.trajectory.positions
+        np.testing.assert_array_equal(np.array(line.x, float), pos[:, 0])
+        np.testing.assert_array_equal(np.array(line.y, float), pos[:, 1])
+    # 3D: each point sits at log10 of the run's own loss there (plus a small lift; floored at
+    # the grid's lowest value, as the surface is), or is left out when the run left the box.
+    from lossatlas.figures import _background
+    from lossatlas.report_sections import GRID_STEPS
+
+    bg = _background(bowl, log=True, steps=GRID_STEPS, box=None, title=None)
+    (x0, x1), (y0, y1) = bowl.box
+    lift = None
+    for t3, run in zip(traces(surf, "scatter3d"), runs):
+        pos, loss = run.trajectory.positions, run.trajectory.loss
+        inside = (pos[:, 0] >= x0) & (pos[:, 0] <= x1) & (pos[:, 1] >= y0) & (pos[:, 1] <= y1)
+        z = np.array([np.nan if v is None else v for v in t3.z], float)
+        assert np.isnan(z[~inside]).all()
+        gap = z[inside] - np.log10(np.maximum(loss[inside], bg.floor))
+        lift = gap[0] if lift is None else lift
+        np.testing.assert_allclose(gap, lift, atol=1e-12)
+    assert p.cards["runs"] == 4 and p.cards["diverged"] == 2
+    # The history figure has one line per run with its losses (non-finite ones as gaps).
+    curves = [t for t in history.data if t.mode == "lines"]
+    for curve, run in zip(curves, runs):
+        y = np.array([np.nan if v is None else v for v in curve.y], float)
+        finite = np.isfinite(run.trajectory.loss)
+        np.testing.assert_array_equal(y[finite], run.trajectory.loss[finite])
+
+
+def test_comparison_draws_each_optimizer_at_its_best_lr() -> None:
+    from lossatlas.report_sections import parts
+
+    rosen = la.get_function("rosenbrock")
+    cmp = la.compare(
+        rosen,
+        optimizers=["sgd", "adam"],
+        starts=[[-1.5, 2.0]],
+        lrs=[1e-4, 1e-3],
+        steps=40,
+        quiet=True,
+    )
+    p = parts(cmp, log=True)
+    labels = [t.name for t in traces(p.figures[0][0], "scatter") if t.mode == "lines+markers"]
+    assert labels == [f"{o}, lr={cmp.best_lr[o]:g}" for o in ("sgd", "adam")]
+    assert p.tables[0] == list(cmp.table()) and len(p.tables[1]) == 4
+
+
+def test_surface_paths_are_drawn_on_the_contour_and_the_3d_view(tmp_path: Path) -> None:
+    from lossatlas.report_sections import parts
+
+    problem = la.linreg()
+    dirs = la.random_directions(problem, 2, norm="model", ignore=None, seed=0)
+    land = la.surface(problem, dirs, 9, (-1.0, 1.0), quiet=True)
+    path = np.array([[-0.75, 0.5], [-0.125, 0.375], [0.0, 0.0]])
+    land = la.with_paths(land, {"a path": path})
+    contour, surf, *_ = (fig for fig, _ in parts(land, log=False).figures)
+    (line,) = [t for t in traces(contour, "scatter") if t.name == "a path"]
+    np.testing.assert_array_equal(np.array(line.x, float), path[:, 0])
+    # The 3D path is at the plane's loss: bilinear interpolation of the grid (exact on nodes).
+    (t3,) = traces(surf, "scatter3d")
+    z = np.array(t3.z, float)
+    lift = z[-1] - land.loss[4, 4]
+    assert lift >= 0 and z[1] - lift == pytest.approx(land.loss[3:5, 5:7].mean(), rel=1e-12)
+    again = la.load(land.save(tmp_path / "p.h5"))
+    np.testing.assert_array_equal(again.paths["a path"], path)
+    with pytest.raises(la.LossatlasError, match=r"\(n, 2\)"):
+        la.with_paths(land, {"bad": np.zeros((3, 3))})
+
+
+def test_sharpness_and_density_sections() -> None:
+    from lossatlas.report_sections import parts
+
+    problem = la.linreg()
+    report = la.sharpness_report(problem, k=2, trace_vectors=4, samples=4, quiet=True)
+    p = parts(report, log=False)
+    d = report.to_dict()
+    values = {row["measure"].split(" (")[0]: row["value"] for row in p.tables[0]}
+    assert values["lambda_max"] == d["lambda_max"] and values["trace of the Hessian"] == d["trace"]
+    (spectrum,) = p.figures[0][0].data
+    np.testing.assert_array_equal(np.array(spectrum.y, float), report.eigen.eigenvalues)
+    density = la.spectral_density(la.HessianOperator(problem), n_vectors=2, steps=2, quiet=True)
+    q = parts(density, log=False)
+    grid, values = density.density()
+    np.testing.assert_array_equal(np.array(q.figures[0][0].data[0].x, float), grid)
+    (curve,) = q.figures[0][0].data
+    np.testing.assert_allclose(np.array(curve.y, float), np.maximum(values, values.max() * 1e-8))
+
+
+def test_section_wrapper_and_log_ticks(tmp_path: Path) -> None:
+    from lossatlas.report_figures import _log_bar
+
+    bar = _log_bar(np.log10(np.array([2.7, 9.0])), "loss")  # within a decade: 1-1.5-2-3-5-7
+    assert bar["ticktext"] == ["3", "5", "7"]
+    np.testing.assert_allclose(bar["tickvals"], np.log10([3, 5, 7]))
+    section = Section(synthetic(1), title="Mine", text="Some <words>", facts={"answer": 42})
+    page = write_report(section, tmp_path / "s.html").read_text(encoding="utf-8")
+    assert "1. Mine" in page and "Some &lt;words&gt;" in page and "answer: <b>42</b>" in page

@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from lossatlas import cli_curvature, cli_demo, cli_landscape, cli_runs  # noqa: F401 (commands)
-from lossatlas.cli_common import JsonOption, app
+from lossatlas.cli_common import JsonOption, QuietOption, app
 
 try:  # newer typer ships its own copy of click
     from typer._click import exceptions as click_errors
@@ -27,9 +27,7 @@ __all__ = ["app", "main"]
 
 
 @app.command(name="list")
-def list_things(
-    as_json: JsonOption = False,
-) -> None:
+def list_things(as_json: JsonOption = False, quiet: QuietOption = False) -> None:
     """List built-in problems, test functions, optimizers, schedules and direction types."""
     from lossatlas.directions import NORMS
     from lossatlas.functions import FUNCTIONS
@@ -58,6 +56,8 @@ def list_things(
     if as_json:
         print(json.dumps(groups))
         return
+    if quiet:
+        return
     console = Console()
     for title, rows in groups.items():
         table = Table(title=title, title_justify="left", show_header=False, box=None)
@@ -69,12 +69,15 @@ def list_things(
 
 
 @app.command()
-def version() -> None:
+def version(as_json: JsonOption = False, quiet: QuietOption = False) -> None:
     """Print the versions of lossatlas, torch, numpy and Python."""
     from lossatlas.result import versions
 
-    for name, value in versions().items():
-        print(f"{name} {value}")
+    if as_json:
+        print(json.dumps(versions()))
+    elif not quiet:
+        for name, value in versions().items():
+            print(f"{name} {value}")
 
 
 def main() -> None:
