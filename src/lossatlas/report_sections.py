@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from lossatlas import report_curves as rc
 from lossatlas import report_figures as rf
 from lossatlas.compare import Comparison
 from lossatlas.curvature import SharpnessReport
@@ -80,7 +81,7 @@ def _surface(s: Surface, log: bool) -> Parts:
         caption = "Loss along the line; the dotted line is the centre. Gaps are non-finite losses."
         if s.slopes is not None:
             caption += " Right: its slope from autograd, with a finite-difference check."
-        out.figures.append((rf.line_figure(s, log=log), caption))
+        out.figures.append((rc.line_figure(s, log=log), caption))
     else:
         bg = _background(s, log=log, steps=0, box=None, title="loss")
         tracks = as_tracks(s.paths, dims=2) if s.paths else []
@@ -106,14 +107,8 @@ def _surface(s: Surface, log: bool) -> Parts:
 
 def _runs(result: Any, log: bool, background: Any) -> Parts:
     sweep = result.sweep if isinstance(result, Comparison) else result
-    trajectories = [
-        getattr(r, "trajectory", r)
-        for r in (
-            sweep
-            if isinstance(sweep, Sweep)
-            else (sweep if isinstance(sweep, (list, tuple)) else [sweep])
-        )
-    ]
+    items = list(sweep) if isinstance(sweep, (Sweep, list, tuple)) else [sweep]
+    trajectories = [getattr(r, "trajectory", r) for r in items]
     objective = {t.settings.get("objective") for t in trajectories}
     name = objective.pop() if len(objective) == 1 else None
     if background is None and isinstance(name, str) and name in FUNCTIONS:
@@ -134,22 +129,14 @@ def _runs(result: Any, log: bool, background: Any) -> Parts:
         caption = "Every run over the loss's contours: a circle marks the start, a square the end"
         out.figures.append((contour, caption + ", a cross a diverged run."))
         out.figures.append((surf, "The runs on the loss surface in 3D; drag to rotate."))
-    out.figures.append((rf.history_figure(tracks, log=log), "Loss against step for every run."))
-    rows = (
-        sweep.table()
-        if isinstance(sweep, Sweep)
-        else [
-            {
-                "optimizer": t.optimizer,
-                "lr": t.settings.get("lr"),
-                "status": t.status,
-                "steps": t.steps_taken,
-                "final_loss": t.final_loss,
-                "best_loss": t.best_loss,
-            }
-            for t in trajectories
+    out.figures.append((rc.history_figure(tracks, log=log), "Loss against step for every run."))
+    if isinstance(sweep, Sweep):
+        rows = sweep.table()
+    else:
+        keys = ("optimizer", "status", "steps_taken", "final_loss", "best_loss")
+        rows = [
+            {k: getattr(t, k) for k in keys} | {"lr": t.settings.get("lr")} for t in trajectories
         ]
-    )
     if isinstance(result, Comparison):
         out.tables.append(list(result.table()))
     out.tables.append(rows)
@@ -173,7 +160,7 @@ def _sharpness(r: SharpnessReport) -> Parts:
     }
     out.figures.append(
         (
-            rf.spectrum_figure(r.eigen.eigenvalues, r.eigen.residuals),
+            rc.spectrum_figure(r.eigen.eigenvalues, r.eigen.residuals),
             "Top Hessian eigenvalues by Lanczos; error bars are the residuals ||Hv − λv||.",
         )
     )
@@ -215,7 +202,7 @@ def _density(density: Density) -> Parts:
     lo, hi = density.extremes
     out.cards = {"lambda_min (Ritz)": lo, "lambda_max (Ritz)": hi, "HVPs": density.hvps}
     caption = "Gaussian-smoothed spectral density from stochastic Lanczos quadrature (log scale)."
-    out.figures.append((rf.density_figure(density), caption))
+    out.figures.append((rc.density_figure(density), caption))
     out.settings = {
         "settings": density.settings,
         "provenance": {
