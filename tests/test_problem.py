@@ -361,3 +361,26 @@ def test_dtype_by_name_and_bad_devices(mlp_case):
     if not torch.cuda.is_available():
         with pytest.raises(la.LossatlasError, match="CUDA is not available"):
             la.Problem(mlp_case.model, nn.CrossEntropyLoss(), data, device="cuda")
+
+
+def test_with_weights_is_a_copy_at_other_weights(cnn_case) -> None:
+    loss_fn = nn.CrossEntropyLoss()
+    problem = la.Problem(cnn_case.model, loss_fn, (cnn_case.X, cnn_case.y))
+    before = {k: v.clone() for k, v in problem.params.items()}
+    doubled = {k: 2 * v for k, v in problem.params.items()}
+    shifted = {"bn1.running_mean": problem.buffers["bn1.running_mean"] + 1.0}
+    other = problem.with_weights(doubled, shifted)
+    for k, v in other.params.items():
+        assert torch.equal(v, doubled[k]) and torch.equal(problem.params[k], before[k])
+    model = copy.deepcopy(cnn_case.model).eval()
+    model.load_state_dict({**model.state_dict(), **doubled, **shifted})
+    with torch.no_grad():
+        expected = loss_fn(model(cnn_case.X), cnn_case.y)
+        got = loss_fn(other.module(cnn_case.X), cnn_case.y)
+    assert torch.equal(got, expected)
+    with pytest.raises(la.LossatlasError, match="missing"):
+        problem.with_weights({k: v for k, v in list(doubled.items())[1:]})
+    with pytest.raises(la.LossatlasError, match="wrong shape"):
+        problem.with_weights({k: v.reshape(-1) for k, v in doubled.items()})
+    with pytest.raises(la.LossatlasError, match="unknown buffers"):
+        problem.with_weights(doubled, {"nope": torch.zeros(1)})

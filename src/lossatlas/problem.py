@@ -227,6 +227,42 @@ class Problem:
                     h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         return h.hexdigest()
 
+    def with_weights(
+        self,
+        params: Mapping[str, torch.Tensor],
+        buffers: Mapping[str, torch.Tensor] | None = None,
+    ) -> Problem:
+        """A copy of this problem at other weights (and buffers, e.g. BatchNorm statistics).
+
+        The data, loss and metrics are shared; the copy's private module holds the new values,
+        cast to the problem's device and dtype. Every parameter must be given, with its shape;
+        buffers not given keep this problem's values.
+        """
+        own = {k: tuple(v.shape) for k, v in self.params.items()}
+        given = {k: tuple(torch.as_tensor(v).shape) for k, v in params.items()}
+        if given != own:
+            problems = {
+                "missing": sorted(set(own) - set(given)),
+                "unknown": sorted(set(given) - set(own)),
+                "wrong shape": sorted(k for k in set(own) & set(given) if own[k] != given[k]),
+            }
+            text = "; ".join(f"{what} {names[:3]}" for what, names in problems.items() if names)
+            raise LossatlasError(f"the weights do not fit the model: {text}")
+        unknown = sorted(set(buffers or {}) - set(self.buffers))
+        if unknown:
+            raise LossatlasError(f"unknown buffers {unknown[:3]}")
+        module = copy.deepcopy(self.module)
+        state = {**{k: torch.as_tensor(v) for k, v in params.items()}, **dict(buffers or {})}
+        with torch.no_grad():
+            for name, value in module.state_dict(keep_vars=True).items():
+                if name in state:
+                    value.copy_(state[name].to(value.device, value.dtype))
+        out = copy.copy(self)
+        out.module = module.eval()
+        out.params = {k: p.detach().requires_grad_(False) for k, p in module.named_parameters()}
+        out.buffers = dict(module.named_buffers())
+        return out
+
     def __repr__(self) -> str:
         return (
             f"Problem(model={type(self.model).__name__}, n_params={self.n_params}, "

@@ -86,8 +86,4 @@ def with_weights(problem: Problem, weights: str | Path) -> Problem:
         module.load_state_dict(state)
     except RuntimeError as exc:
         raise LossatlasError(f"{path} does not fit the model: {one_line(exc)}") from exc
-    out = copy.copy(problem)
-    out.module = module.to(problem.device, problem.dtype).eval()
-    out.params = {k: p.detach().requires_grad_(False) for k, p in module.named_parameters()}
-    out.buffers = dict(module.named_buffers())
-    return out
+    return problem.with_weights(dict(module.named_parameters()), dict(module.named_buffers()))
