@@ -99,6 +99,7 @@ class _Model:
     """A `Problem`: the position is the model's parameters, the loss is over all its data."""
 
     def __init__(self, problem: Problem, start: Any) -> None:
+        problem.require_eval_bn("descend")
         params = _start_params(problem, start)
         probe(problem, params)  # a model or loss that fails on the data says so in one line
         self.problem = problem
@@ -272,7 +273,8 @@ def descend(
         objective: a function of a position tensor of shape `(d,)` returning a scalar loss
             tensor (e.g. a test function from `lossatlas.functions`), or a `Problem`, whose
             position is the model's parameters and whose loss and gradient are over all its
-            data (full batch, sample-weighted as in the engine; BatchNorm in eval mode).
+            data (full batch, sample-weighted as in the engine; BatchNorm in eval mode with the
+            stored statistics: `bn="recompute"` is refused).
         start: for a function, the starting point (sequence, array or tensor of shape (d,);
             a float tensor keeps its dtype, anything else becomes float64). For a Problem, None
             (its weights), a model, a `{name: tensor}` dict or a flat vector of all parameters.

@@ -5,7 +5,9 @@ For a chunk of K points the engine stacks the moved parameters into `(K, *shape)
 runs `vmap(functional_call)` over them, so every batch of data is read once per chunk and each
 layer runs as one batched product instead of K small ones. Parameters that no direction moves
 stay unbatched. If the input layer is linear in the moved weights, its products are computed
-once per batch (`lossatlas.plane`). Chunks are independent: they can be computed anywhere, in
+once per batch (`lossatlas.plane`). Under `Problem(bn="recompute")` (on a model with BatchNorm)
+every point instead runs alone: a pass that recomputes the BatchNorm statistics at its weights
+(`lossatlas.batchnorm`), then the loss pass with them. Chunks are independent: they can be computed anywhere, in
 any order; recomputing a chunk on the same machine gives bit-identical values.
 """
 
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 from torch.func import functional_call, vmap
 
+from lossatlas.batchnorm import recomputed_stats
 from lossatlas.directions import Directions, as_center, as_directions
 from lossatlas.errors import LossatlasError
 from lossatlas.plane import InputLayerShortcut
@@ -121,10 +124,14 @@ class Evaluator:
         batch_size: samples per batch for an `(X, y)` pair, overriding the plan.
         slopes: also compute `dL/dc_j` at every point: the loss's derivative along each
             direction (reverse mode through `torch.func.grad_and_value`; no input-layer shortcut).
+            Not available with `bn="recompute"` on a model with BatchNorm.
         plan: a complete plan (for resuming a run exactly as it started).
         n_points: points the whole run will evaluate, if known (chunks are capped so a run has
             several, for progress and resume).
         probed: the result of `probe(problem, center)`, if already computed.
+
+    The problem's `bn="recompute"` (on a model with BatchNorm) takes the sequential path
+    without the shortcut: `path="auto"` and `shortcut` give way, `path="vmap"` is refused.
     """
 
     def __init__(
@@ -148,6 +155,11 @@ class Evaluator:
         if chunk_size is not None and chunk_size < 1:
             raise LossatlasError(f"chunk_size must be at least 1, got {chunk_size}")
         self.problem = problem
+        self.stats = recomputed_stats(problem, path=path, slopes=slopes)  # bn="recompute"
+        if self.stats is not None:
+            path, shortcut = "sequential", False
+            plan = None if plan is None else replace(plan, path="sequential", shortcut=False)
+        self.buffers = problem.buffers  # the point's buffers while a recompute chunk runs
         self.directions = directions = as_directions(problem, directions)
         self.center = as_center(problem, center)
         moving = [n for n in problem.params if any(n in d and d[n].any() for d in directions)]
@@ -194,7 +206,7 @@ class Evaluator:
     # -- evaluation -----------------------------------------------------------------------
     def _values(self, module, moving, fixed, x, y) -> tuple[torch.Tensor, ...]:
         problem = self.problem
-        out = functional_call(module, (moving, fixed, problem.buffers), (x,))
+        out = functional_call(module, (moving, fixed, self.buffers), (x,))
         values = [batch_value(problem.loss_fn(out, y))]
         values += [batch_value(fn(out, y)) for fn in problem.metrics.values()]
         return tuple(values)
@@ -215,7 +227,7 @@ class Evaluator:
             moving = {
                 n: self.center[n] + torch.tensordot(c, d, dims=1) for n, d in self.stacks.items()
             }
-            out = functional_call(problem.module, (moving, self.fixed, problem.buffers), (x,))
+            out = functional_call(problem.module, (moving, self.fixed, self.buffers), (x,))
             metrics = tuple(batch_value(fn(out, y)) for fn in problem.metrics.values())
             return batch_value(problem.loss_fn(out, y)), metrics
 
@@ -264,6 +276,24 @@ class Evaluator:
 
     def __call__(self, coeffs: np.ndarray) -> ChunkResult:
         """Loss and metrics at `theta0 + C @ D` for each row of `coeffs` (shape (K, m))."""
+        if self.stats is None:
+            return self._chunk(coeffs)
+        rows = np.asarray(coeffs, dtype=np.float64).reshape(-1, len(self.directions))
+        parts = []
+        try:
+            for row in rows[:, None]:  # one point at a time: its statistics, then its loss
+                point = {n: t[0] for n, t in self.points(row).items()}
+                forwards = self.stats.forwards
+                self.buffers = self.stats({**self.fixed, **point})
+                self.n_model_calls += self.stats.forwards - forwards
+                self.n_point_passes += self.stats.forwards - forwards
+                parts.append(self._chunk(row))
+        finally:
+            self.buffers = self.problem.buffers
+        metrics = {m: np.concatenate([p.metrics[m] for p in parts]) for m in self.problem.metrics}
+        return ChunkResult(np.concatenate([p.loss for p in parts]), metrics)
+
+    def _chunk(self, coeffs: np.ndarray) -> ChunkResult:
         c = self._coeffs(coeffs)
         moving = {} if self.plan.slopes else self.points(coeffs)
         problem = self.problem

@@ -12,7 +12,9 @@ data, one batch or a fixed seeded subset). Two ways to get it:
   forward-mode rule (for example `mse_loss` in torch 2.13 under forward-over-reverse).
 
 Parameters outside `params` are held fixed: the operator is the block of the Hessian for the
-chosen parameters only. BatchNorm is in eval mode (the Problem's `bn`). Vectors are flat, in
+chosen parameters only. BatchNorm is in eval mode with the stored statistics: a Problem with
+`bn="recompute"` (and BatchNorm layers) is refused, and with it every curvature and sharpness
+estimate built on the operator. Vectors are flat, in
 the order of `names`, in the problem's dtype; `as_linear_operator` wraps it for SciPy.
 """
 
@@ -103,6 +105,7 @@ class HessianOperator:
             raise LossatlasError(f"vectors_per_pass must be an integer, got {vectors_per_pass!r}")
         if vectors_per_pass < 1:
             raise LossatlasError(f"vectors_per_pass must be at least 1, got {vectors_per_pass}")
+        problem.require_eval_bn("the Hessian (and the curvature and sharpness estimates on it)")
         self.problem = problem
         center = as_center(problem, at, what="at")
         self.names = select_params(problem, params)

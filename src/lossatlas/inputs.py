@@ -131,11 +131,13 @@ def input_surface(
         An `InputSurface`; `loss[i, j]` is at `(coords[0][i], coords[1][j])`.
 
     Raises:
-        LossatlasError: a bad argument, integer (token) inputs, or a model or loss that fails.
+        LossatlasError: a bad argument, integer (token) inputs, a model or loss that fails, or
+            `bn="recompute"` on a model with BatchNorm.
     """
     start = time.perf_counter()
     if not isinstance(problem, Problem):
         raise LossatlasError(f"problem must be a lossatlas Problem, got {type(problem).__name__}")
+    problem.require_eval_bn("input_surface")
     if plane not in PLANES:
         raise LossatlasError(f"plane={plane!r} is not known; choose one of {PLANES}")
     if scale not in SCALES:

@@ -15,12 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from lossatlas.batchnorm import batchnorm_layers
 from lossatlas.errors import LossatlasError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
-BN_MODES = ("eval",)
+BN_MODES = ("eval", "recompute")
 
 
 def batch_value(value: torch.Tensor) -> torch.Tensor:
@@ -70,8 +71,12 @@ class Problem:
         device: where to evaluate; defaults to the device of the model's first parameter.
         dtype: floating dtype (or its name, e.g. "float64") for the model copy and the inputs;
             defaults to the model's.
-        bn: how BatchNorm and dropout are treated. `"eval"` uses the stored running statistics
-            and disables dropout.
+        bn: how BatchNorm is treated; dropout is always off. `"eval"` uses the stored running
+            statistics. `"recompute"` recomputes them at every evaluated point on this data,
+            exactly as `torch.optim.swa_utils.update_bn` at the point's weights but with
+            dropout off, then evaluates in eval mode: two passes over the data per point, one
+            point at a time (see `lossatlas.batchnorm`). The Hessian, its estimators, `descend`
+            and `input_surface` need stored statistics and refuse it on a model with BatchNorm.
     """
 
     def __init__(
@@ -90,7 +95,7 @@ class Problem:
             raise LossatlasError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
             raise LossatlasError("loss_fn must be callable as loss_fn(outputs, targets)")
-        if bn not in BN_MODES:
+        if not isinstance(bn, str) or bn not in BN_MODES:
             raise LossatlasError(f"bn={bn!r} is not supported; choose one of {BN_MODES}")
         if batch_size is not None and batch_size < 1:
             raise LossatlasError(f"batch_size must be at least 1, got {batch_size}")
@@ -226,6 +231,26 @@ class Problem:
                     h.update(str(tuple(t.shape)).encode())
                     h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         return h.hexdigest()
+
+    def with_bn(self, bn: str) -> Problem:
+        """This problem with another `bn` mode (sharing the model copy and the data)."""
+        if not isinstance(bn, str) or bn not in BN_MODES:
+            raise LossatlasError(f"bn={bn!r} is not supported; choose one of {BN_MODES}")
+        out = copy.copy(self)
+        out.bn = bn
+        return out
+
+    def require_eval_bn(self, what: str) -> None:
+        """Refuse, in one line, a `bn="recompute"` problem with BatchNorm for `what`.
+
+        For tools that evaluate with the stored statistics (a model without BatchNorm passes:
+        recomputing changes nothing there).
+        """
+        if self.bn != "eval" and batchnorm_layers(self.module):
+            raise LossatlasError(
+                f"{what} does not support bn={self.bn!r} (it uses the stored BatchNorm "
+                "statistics); use a Problem with bn='eval'"
+            )
 
     def with_weights(
         self,

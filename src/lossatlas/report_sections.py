@@ -233,7 +233,7 @@ def _input(s: Any, log: bool) -> Parts:
         )
     out.figures += [
         (contour, "Loss over the input plane; dots are data points."),
-        (surf, "The same as a 3D surface."),
+        (surf, "The same as a 3D surface; drag to rotate."),
     ]
     if s.prediction is not None:
         prediction = rf.metric_figure(bg, "prediction", s.prediction)

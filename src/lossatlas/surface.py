@@ -91,6 +91,7 @@ def surface(
     path: str = "auto",
     chunk_size: int | None = None,
     slopes: bool = False,
+    bn: str | None = None,
     quiet: bool | None = None,
 ) -> Surface:
     """The loss (and metrics) on a line or grid `theta0 + sum_j c_j d_j`, `c_j` in `span`.
@@ -113,11 +114,18 @@ def surface(
         chunk_size: points per chunk, overriding the memory budget.
         slopes: also record the loss's derivative along every direction at every point
             (`Surface.slopes`, from autograd): the gradient of a 1D line, the gradient field of a
-            2D slice. Costs about one backward pass per point.
+            2D slice. Costs about one backward pass per point. Not with `bn="recompute"`.
+        bn: the BatchNorm mode for this call, overriding the problem's (None: the problem's):
+            `"eval"` uses the stored statistics, `"recompute"` recomputes them at every point
+            on the problem's data (`lossatlas.batchnorm`; two passes over the data per point,
+            one point at a time). Recorded in `settings["bn"]` and part of the run key, so a
+            file or journal of one mode is never reused for the other.
         quiet: no progress bar (default: the LOSSATLAS_QUIET environment variable).
     """
     if not isinstance(problem, Problem):
         raise LossatlasError(f"expected a lossatlas.Problem, got {type(problem).__name__}")
+    if bn is not None:
+        problem = problem.with_bn(bn)
     dirs = as_directions(problem, directions)
     axes = grid_axes(steps, span, len(dirs))
     origin = as_center(problem, center)

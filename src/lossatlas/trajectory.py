@@ -421,7 +421,8 @@ def path_losses(
 
     True losses are evaluated exactly at the checkpoints (in the problem's dtype): directions
     are the checkpoints themselves, the centre is zero and the coefficients are unit rows, a
-    block of checkpoints per `Evaluator`. Buffers (BatchNorm statistics) are the problem's.
+    block of checkpoints per `Evaluator`. Buffers (BatchNorm statistics) are the problem's, or
+    under `bn="recompute"` recomputed at every checkpoint and plane point (two data passes each).
     """
     src = pca.source
     if src is None:

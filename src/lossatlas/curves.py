@@ -1,0 +1,360 @@
+"""Low-loss paths between two minima (mode connectivity).
+
+`fit_curve` trains a curve `phi(t)`, `t` in [0, 1], from weights `a` to weights `b`: a quadratic
+Bezier curve `(1-t)^2 a + 2t(1-t) theta + t^2 b` (Garipov et al. 2018) or a polygonal chain
+`a -> theta_1 -> ... -> theta_k -> b` with bends at `t = i / (k + 1)` (Draxler et al. 2018). The
+bends start on the segment and minimise `E_{t ~ U(0,1)} L(phi(t))`: each step draws one `t` and
+one batch and steps a `torch.optim` optimizer on the bends only, running the problem's model
+through `torch.func.functional_call` (the user's layers and model are never touched). BatchNorm
+and dropout are in evaluation mode with the problem's buffers, also under `bn="recompute"`.
+`curve_losses` evaluates the curve and the straight line through the engine, with the barrier
+`max_t [L(t) - ((1 - t) L(0) + t L(1))]` of each (Frankle et al. 2020).
+
+References: Garipov, Izmailov, Podoprikhin, Vetrov, Wilson, "Loss Surfaces, Mode Connectivity,
+and Fast Ensembling of DNNs", NeurIPS 2018; Draxler, Veschgini, Salmhofer, Hamprecht,
+"Essentially No Barriers in Neural Network Energy Landscape", ICML 2018; Frankle, Dziugaite,
+Roy, Carbin, "Linear Mode Connectivity and the Lottery Ticket Hypothesis", ICML 2020.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from lossatlas.directions import Directions
+from lossatlas.engine import Evaluator, one_line, probe
+from lossatlas.errors import LossatlasError
+from lossatlas.optimizers import check_lr, resolve_optimizer
+from lossatlas.problem import Problem, batch_value
+from lossatlas.progress import progress
+from lossatlas.result import versions
+
+KINDS = ("bezier", "chain")
+Weights = dict[str, torch.Tensor]
+
+
+def _integer(name: str, value: Any, least: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+        raise LossatlasError(f"{name} must be an integer of at least {least}, got {value!r}")
+    return int(value)
+
+
+def _weights(problem: Problem, source: Any, what: str) -> Weights:
+    """`source`'s parameters as float64 CPU tensors, checked against the problem's.
+
+    Entries named like the problem's buffers (a `state_dict`'s BatchNorm statistics) are
+    ignored: buffers are always the problem's.
+    """
+    if isinstance(source, nn.Module):
+        given = {k: p.detach() for k, p in source.named_parameters()}
+    elif isinstance(source, Mapping):
+        given = dict(source)
+    elif hasattr(source, "params"):  # a Problem, or any record that carries weights
+        given = source.params() if callable(source.params) else source.params
+        given = dict(given) if isinstance(given, Mapping) else None
+    else:
+        given = None
+    if given is None:
+        raise LossatlasError(
+            f"{what} must be a Problem, a model, a {{name: tensor}} dict or have .params, "
+            f"got {type(source).__name__}"
+        )
+    own = {k: tuple(w.shape) for k, w in problem.params.items()}
+    given = {k: v for k, v in given.items() if k in own or k not in problem.buffers}
+    shapes = {k: tuple(torch.as_tensor(v).shape) for k, v in given.items()}
+    if shapes != own:
+        wrong = sorted(k for k in set(own) & set(shapes) if own[k] != shapes[k])
+        parts = [
+            ("missing", sorted(set(own) - set(shapes))),
+            ("unknown", sorted(set(shapes) - set(own))),
+            ("wrong shape", wrong),
+        ]
+        text = "; ".join(f"{how} {names[:3]}" for how, names in parts if names)
+        raise LossatlasError(f"{what} has other parameters than the problem's model: {text}")
+    out = {k: torch.as_tensor(given[k]).detach().to("cpu", torch.float64).clone() for k in own}
+    if not all(bool(torch.isfinite(t).all()) for t in out.values()):
+        raise LossatlasError(f"{what} has non-finite parameters")
+    return out
+
+
+def coefficients(kind: str, n_control: int, ts: Any) -> np.ndarray:
+    """`(n, n_control)` weights with `phi(t) = sum_i coef_i(t) control_i` (ends first and last).
+
+    Bezier: Bernstein polynomials `C(m, i) t^i (1-t)^(m-i)`, `m = n_control - 1`. Chain: hat
+    functions on the nodes `t_i = i / m`, so the chain is linear between its points. Rows at
+    `t = 0` and `t = 1` are exactly `(1, 0, ..., 0)` and `(0, ..., 0, 1)`.
+    """
+    t = np.asarray(ts, dtype=np.float64).reshape(-1)
+    if not (np.isfinite(t).all() and (t >= 0).all() and (t <= 1).all()):
+        raise LossatlasError("curve positions t must lie in [0, 1]")
+    m = n_control - 1
+    if kind == "bezier":
+        i = np.arange(n_control)
+        binom = np.array([math.comb(m, k) for k in i], dtype=np.float64)
+        return binom * t[:, None] ** i * (1 - t[:, None]) ** (m - i)
+    s = t * m
+    seg = np.clip(np.floor(s), 0, m - 1).astype(int)
+    frac = s - seg
+    out = np.zeros((len(t), n_control))
+    rows = np.arange(len(t))
+    out[rows, seg], out[rows, seg + 1] = 1 - frac, frac
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Curve:
+    """A trained curve between two models.
+
+    Attributes:
+        kind: `"bezier"` or `"chain"`.
+        control_points: `{name: float64 CPU tensor}` dicts: `a`, the trained points, `b`.
+        history: `{"t": ..., "loss": ...}`, the `t` drawn and the (mini-batch) loss at
+            `phi(t)` before every step, float64 arrays.
+        settings: what was asked (kind, bends, steps, lr, optimizer, batch size, seed, init, bn).
+        provenance: steps, seconds, device, dtype, parameter and sample counts, versions.
+    """
+
+    kind: str
+    control_points: tuple[Weights, ...]
+    history: dict[str, np.ndarray] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def bends(self) -> int:
+        return len(self.control_points) - 2
+
+    def coefficients(self, ts: Any) -> np.ndarray:
+        """`(n, n_control)` weights of the control points at each `t` (see `coefficients`)."""
+        return coefficients(self.kind, len(self.control_points), ts)
+
+    def point(self, t: float) -> Weights:
+        """The weights `phi(t)` as `{name: float64 CPU tensor}`."""
+        c = self.coefficients([t])[0]
+        return {
+            k: sum(float(ci) * p[k] for ci, p in zip(c, self.control_points))
+            for k in self.control_points[0]
+        }
+
+
+def _batches(problem: Problem, batch_size: int | None, rng: np.random.Generator):
+    """Endless per-step data: all batches (full batch) or seeded random mini-batches."""
+    if batch_size is None:
+        while True:
+            yield list(problem.batches())
+    if not problem.in_memory:  # a DataLoader: its own batches (size, shuffling) in turn
+        while True:
+            for x, y in problem.batches():
+                yield [(x, y)]
+    pairs = list(problem.batches())
+    X, Y = torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
+    size = min(batch_size, len(X))
+    while True:  # epochs of a seeded permutation, without replacement within an epoch
+        order = torch.from_numpy(rng.permutation(len(X))).to(X.device)
+        for start in range(0, len(X) - size + 1, size):
+            idx = order[start : start + size]
+            yield [(X[idx], Y[idx])]
+
+
+def fit_curve(
+    problem: Problem,
+    a: Any,
+    b: Any,
+    *,
+    kind: str = "bezier",
+    bends: int = 1,
+    steps: int = 500,
+    lr: float = 0.01,
+    optimizer: str | type[torch.optim.Optimizer] = "sgd",
+    optimizer_kwargs: Mapping[str, Any] | None = None,
+    batch_size: int | None = None,
+    seed: int = 0,
+    init: str | Sequence[Any] = "line",
+    quiet: bool | None = None,
+) -> Curve:
+    """Train a low-loss curve from `a` to `b` (mode connectivity; see the module docstring).
+
+    Args:
+        problem: the model, loss and data (its weights are not used unless `a` or `b` is it).
+        a, b: the ends: a Problem (its weights), a model, a `{name: tensor}` dict of all
+            parameters, or any object with a `.params` attribute. They stay fixed.
+        kind: `"bezier"` (one control point: `bends` must be 1) or `"chain"`.
+        bends: trainable points of a chain.
+        steps: optimizer steps; each draws `t ~ U(0, 1)` and a batch.
+        lr, optimizer, optimizer_kwargs: the `torch.optim` optimizer, by name or class.
+        batch_size: samples per step, drawn without replacement per epoch from a seeded
+            permutation (data in memory; a DataLoader's own batches are used in turn). None
+            takes all data every step, sample-weighted exactly as the engine weighs losses.
+        seed: seeds private generators for `t` and the batches (the global torch generator is
+            seeded inside a fork, for optimizers that draw from it, and restored afterwards).
+        init: `"line"` (the points evenly on the segment; the Bezier point at the midpoint,
+            which makes the curve the segment itself), or `bends` weight sources as for `a`.
+        quiet: hide the progress bar (None: the LOSSATLAS_QUIET environment variable).
+    """
+    if kind not in KINDS:
+        raise LossatlasError(f"kind={kind!r} is not one of {KINDS}")
+    bends = _integer("bends", bends, 1)
+    if kind == "bezier" and bends != 1:
+        raise LossatlasError(f"a quadratic Bezier curve has 1 bend, got bends={bends}")
+    steps = _integer("steps", steps, 1)
+    seed = _integer("seed", seed, 0)
+    lr = check_lr(lr)
+    if batch_size is not None:
+        batch_size = _integer("batch_size", batch_size, 1)
+    label, cls, opt_kwargs = resolve_optimizer(optimizer, optimizer_kwargs)
+    ends = _weights(problem, a, "a"), _weights(problem, b, "b")
+    if isinstance(init, str):
+        if init != "line":
+            raise LossatlasError(f"init={init!r} is not 'line' or a sequence of {bends} models")
+        # Chain points at t_i = i/(k+1); the Bezier point at the midpoint: phi is then the segment.
+        at = np.arange(1, bends + 1) / (bends + 1)
+        starts = [{k: (1 - s) * ends[0][k] + s * ends[1][k] for k in ends[0]} for s in at]
+    elif isinstance(init, Sequence) and len(init) == bends:
+        starts = [_weights(problem, w, f"init[{i}]") for i, w in enumerate(init)]
+    else:
+        raise LossatlasError(f"init must be 'line' or a sequence of {bends} weight sources")
+    for where in (ends[0], ends[1]):
+        probe(problem, {k: v.to(problem.device, problem.dtype) for k, v in where.items()})
+
+    dev = {"device": problem.device, "dtype": problem.dtype}
+    fixed = [{k: v.to(**dev) for k, v in w.items()} for w in ends]
+    leaves = [{k: v.to(**dev).requires_grad_(True) for k, v in w.items()} for w in starts]
+    points = [fixed[0], *leaves, fixed[1]]
+    names = list(problem.params)
+    rng_t, rng_b = (np.random.default_rng([seed, i]) for i in (1, 2))
+    data = _batches(problem, batch_size, rng_b)
+    ts, losses = np.empty(steps), np.empty(steps)
+    cuda = [problem.device.index or 0] if problem.device.type == "cuda" else []
+    began = time.perf_counter()
+    with torch.random.fork_rng(devices=cuda), progress("fitting curve", steps, quiet=quiet) as bar:
+        torch.default_generator.manual_seed(seed)
+        try:
+            opt = cls([p for w in leaves for p in w.values()], lr=lr, **opt_kwargs)
+        except (TypeError, ValueError) as exc:
+            raise LossatlasError(
+                f"optimizer {label!r} rejects its options: {one_line(exc)}"
+            ) from exc
+        for step in range(steps):
+            t = float(rng_t.random())
+            c = torch.as_tensor(coefficients(kind, bends + 2, [t])[0], **dev)
+            batches = next(data)  # all data: weighed as the engine does; a mini-batch: alone
+            one = batch_size is not None
+            weight = problem.batch_weight(len(batches[0][0])) if one else problem.loss_divisor
+
+            def closure(c=c, batches=batches, weight=weight) -> torch.Tensor:
+                opt.zero_grad(set_to_none=True)
+                total = torch.zeros((), dtype=torch.float64, device=problem.device)
+                with torch.enable_grad():
+                    for x, y in batches:  # one backward pass per batch: one graph at a time
+                        phi = {k: sum(ci * p[k] for ci, p in zip(c, points)) for k in names}
+                        try:
+                            out = functional_call(problem.module, (phi, problem.buffers), (x,))
+                            value = batch_value(problem.loss_fn(out, y))
+                        except Exception as exc:
+                            raise LossatlasError(
+                                f"the model fails on the curve: {one_line(exc)}"
+                            ) from exc
+                        part = value * (problem.batch_weight(x.shape[0]) / weight)
+                        if part.requires_grad:
+                            part.backward()
+                        total = total + part.detach()
+                return total
+
+            loss = opt.step(closure)
+            ts[step], losses[step] = t, float(loss)
+            if not math.isfinite(losses[step]):
+                raise LossatlasError(
+                    f"the loss on the curve is not finite at step {step} (t = {t:.3f}); "
+                    "lower lr or change the optimizer"
+                )
+            bar()
+    seconds = time.perf_counter() - began
+    trained = [{k: v.detach().to("cpu", torch.float64) for k, v in w.items()} for w in leaves]
+    settings = dict(kind=kind, bends=bends, steps=steps, lr=lr, optimizer=label)
+    settings.update(optimizer_class=f"{cls.__module__}.{cls.__qualname__}")
+    settings.update(optimizer_kwargs=opt_kwargs, batch_size=batch_size, seed=seed)
+    settings.update(init=init if isinstance(init, str) else "given", bn_training="eval")
+    settings.update(bn=getattr(problem, "bn", "eval"))
+    provenance = dict(steps=steps, seconds=seconds, device=str(problem.device))
+    provenance.update(dtype=str(problem.dtype), n_params=problem.n_params)
+    provenance.update(n_samples=problem.n_samples, versions=versions())
+    history = {"t": ts, "loss": losses}
+    return Curve(kind, (ends[0], *trained, ends[1]), history, settings, provenance)
+
+
+@dataclass(frozen=True, eq=False)
+class CurveLosses:
+    """The loss (and metrics) along a curve and along the straight line, at the same `t`.
+
+    `barrier` and `line_barrier` are `max_t [L(t) - ((1 - t) L(0) + t L(1))]` over the grid:
+    how far the path rises above the chord between its ends (NaN if a loss is not finite).
+    """
+
+    t: np.ndarray
+    loss: np.ndarray
+    metrics: dict[str, np.ndarray]
+    line_loss: np.ndarray
+    line_metrics: dict[str, np.ndarray]
+    barrier: float
+    line_barrier: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+
+def barrier(t: np.ndarray, loss: np.ndarray) -> float:
+    """`max_t [L(t) - ((1 - t) L(0) + t L(1))]` (Frankle et al. 2020)."""
+    t, loss = np.asarray(t, np.float64), np.asarray(loss, np.float64)
+    return float(np.max(loss - ((1 - t) * loss[0] + t * loss[-1])))
+
+
+def curve_losses(
+    problem: Problem, curve: Curve, *, steps: int = 61, memory_budget: int | str | None = None
+) -> CurveLosses:
+    """The loss and metrics at `steps` evenly spaced `t` in [0, 1] along `curve` and the line.
+
+    Evaluated by the engine with the control points as directions, a zero centre and the
+    coefficient rows `curve.coefficients(t)` (line: `(1-t, 0, ..., 0, t)`), so `t = 0` and
+    `t = 1` are exactly the end models, in the problem's dtype. Buffers are the problem's (or
+    recomputed at every point, under `Problem(bn="recompute")`).
+    """
+    if not isinstance(curve, Curve):
+        raise LossatlasError(f"expected a Curve from fit_curve, got {type(curve).__name__}")
+    steps = _integer("steps", steps, 2)
+    for i, w in enumerate(curve.control_points):
+        _weights(problem, w, f"the curve's control point {i}")
+    began = time.perf_counter()
+    t = np.linspace(0.0, 1.0, steps)
+    n = len(curve.control_points)
+    line = np.zeros((steps, n))
+    line[:, 0], line[:, -1] = 1 - t, t
+    rows = np.concatenate([curve.coefficients(t), line])
+    zero = {k: torch.zeros_like(w) for k, w in problem.params.items()}
+    dirs = Directions(curve.control_points, {"kind": "curve", "curve": curve.kind})
+    ev = Evaluator(problem, dirs, center=zero, memory_budget=memory_budget, n_points=len(rows))
+    size = ev.plan.chunk_size
+    parts = [ev(rows[i : i + size]) for i in range(0, len(rows), size)]
+    loss = np.concatenate([p.loss for p in parts])
+    metrics = {m: np.concatenate([p.metrics[m] for p in parts]) for m in problem.metrics}
+    settings = dict(steps=steps, kind=curve.kind, bends=curve.bends, curve=dict(curve.settings))
+    settings.update(bn=getattr(problem, "bn", "eval"), dtype=str(problem.dtype), chunk_size=size)
+    provenance = dict(seconds=time.perf_counter() - began, n_samples=problem.n_samples)
+    provenance.update(n_model_calls=ev.n_model_calls, versions=versions())
+    return CurveLosses(
+        t=t,
+        loss=loss[:steps],
+        metrics={m: v[:steps] for m, v in metrics.items()},
+        line_loss=loss[steps:],
+        line_metrics={m: v[steps:] for m, v in metrics.items()},
+        barrier=barrier(t, loss[:steps]),
+        line_barrier=barrier(t, loss[steps:]),
+        settings=settings,
+        provenance=provenance,
+    )
