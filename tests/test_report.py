@@ -192,3 +192,30 @@ def test_section_wrapper_and_log_ticks(tmp_path: Path) -> None:
     section = Section(synthetic(1), title="Mine", text="Some <words>", facts={"answer": 42})
     page = write_report(section, tmp_path / "s.html").read_text(encoding="utf-8")
     assert "1. Mine" in page and "Some &lt;words&gt;" in page and "answer: <b>42</b>" in page
+
+
+def test_train_and_validation_side_by_side(tmp_path: Path) -> None:
+    from lossatlas.report_sections import parts
+
+    train = synthetic(2)
+    val = la.Surface(
+        coords=train.coords,
+        loss=train.loss * 3,
+        metrics={},
+        directions=train.directions,
+        settings=train.settings,
+        provenance=train.provenance,
+    )
+    p = parts({"train": train, "validation": val}, log=True)
+    (a, _), (b, _), (diff, _) = p.figures
+    za, zb = (np.array(f.data[0].z, dtype=float) for f in (a, b))
+    finite = np.isfinite(train.loss.T)
+    np.testing.assert_allclose(za[finite], np.log10(train.loss.T[finite]))
+    np.testing.assert_allclose(zb[finite], np.log10(3 * train.loss.T[finite]))
+    assert a.data[0].zmin == b.data[0].zmin and a.data[0].zmax == b.data[0].zmax  # one scale
+    d = np.array(diff.data[0].z, dtype=float)
+    np.testing.assert_allclose(d[finite], 2 * train.loss.T[finite])
+    assert p.cards["lowest validation loss"] == pytest.approx(3 * p.cards["lowest train loss"])
+    with pytest.raises(la.LossatlasError, match="share one grid"):
+        parts({"a": train, "b": synthetic(1)}, log=False)
+    write_report(la.Section({"train": train, "validation": val}), tmp_path / "tv.html")

@@ -45,6 +45,10 @@ def parts(result: Any, *, log: bool, background: Any = None) -> Parts:
     """The section of one result (a Surface, runs, a SharpnessReport, a Density, ...)."""
     if isinstance(result, Surface):
         return _surface(result, log)
+    if isinstance(result, dict) and result and all(isinstance(s, Surface) for s in result.values()):
+        from lossatlas.report_minima import side_by_side
+
+        return side_by_side({str(k): v for k, v in result.items()}, log)
     if isinstance(result, RUNS) or (
         isinstance(result, (list, tuple)) and result and all(isinstance(r, RUNS) for r in result)
     ):
@@ -58,8 +62,9 @@ def parts(result: Any, *, log: bool, background: Any = None) -> Parts:
     if isinstance(result, InputSurface):
         return _input(result, log)
     raise LossatlasError(
-        f"cannot report a {type(result).__name__}; reports take Surfaces, Trajectories, Sweeps, "
-        "Comparisons, SharpnessReports, Densities and InputSurfaces"
+        f"cannot report a {type(result).__name__}; reports take Surfaces (or a dict of them on "
+        "one grid, shown side by side), Trajectories, Sweeps, Comparisons, SharpnessReports, "
+        "Densities and InputSurfaces"
     )
 
 
