@@ -48,7 +48,8 @@ _PROBE = """() => {
     }
     return false;
   };
-  const marks = "g.plot path, g.plot image, g.trace path, g.trace image, g.contourlayer path";
+  const marks = "g.plot path, g.plot image, g.trace path, g.trace image, g.contourlayer path, "
+    + "g.heatmaplayer image";
   const plots = [...document.querySelectorAll(".js-plotly-plot")].map((gd) => {
     const svg = [...gd.querySelectorAll(".main-svg")].some((s) =>
       [...s.querySelectorAll(marks)].some((m) =>

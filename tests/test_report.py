@@ -219,3 +219,32 @@ def test_train_and_validation_side_by_side(tmp_path: Path) -> None:
     with pytest.raises(la.LossatlasError, match="share one grid"):
         parts({"a": train, "b": synthetic(1)}, log=False)
     write_report(la.Section({"train": train, "validation": val}), tmp_path / "tv.html")
+
+
+def test_interpolation_barrier_and_curve_sections(tmp_path: Path) -> None:
+    from lossatlas.report_sections import parts
+
+    problem = la.linreg()
+    a = {k: v.clone() for k, v in problem.params.items()}
+    b = {k: v + 1.0 for k, v in a.items()}
+    c = {k: v - 0.5 for k, v in a.items()}
+    from lossatlas.interpolation import barrier_matrix, interpolate
+
+    line = interpolate(problem, a, b, steps=11, metric=None)
+    p = parts([line, interpolate(problem, b, c, steps=11, metric=None)], log=False)
+    ((fig, _),) = p.figures
+    np.testing.assert_array_equal(np.array(fig.data[0].y, float), line.loss)
+    assert p.tables[0][0]["loss barrier"] == line.loss_barrier
+    matrix = barrier_matrix(problem, {"a": a, "b": b, "c": c}, steps=5, metric=None, quiet=True)
+    q = parts(matrix, log=False)
+    np.testing.assert_array_equal(np.array(q.figures[0][0].data[0].z, float), matrix.loss_barrier)
+    assert q.cards["largest loss barrier"] == matrix.loss_barrier.max()
+    from lossatlas.curves import curve_losses, fit_curve
+
+    curve = curve_losses(problem, fit_curve(problem, a, b, steps=5, quiet=True), steps=7)
+    r = parts(curve, log=False)
+    traces = r.figures[0][0].data
+    np.testing.assert_array_equal(np.array(traces[0].y, float), curve.loss)
+    np.testing.assert_array_equal(np.array(traces[2].y, float), curve.line_loss)
+    assert r.cards["barrier on the curve"] == curve.barrier
+    write_report([line, matrix, curve], tmp_path / "m.html")

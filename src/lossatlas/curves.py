@@ -8,7 +8,8 @@ one batch and steps a `torch.optim` optimizer on the bends only, running the pro
 through `torch.func.functional_call` (the user's layers and model are never touched). BatchNorm
 and dropout are in evaluation mode with the problem's buffers, also under `bn="recompute"`.
 `curve_losses` evaluates the curve and the straight line through the engine, with the barrier
-`max_t [L(t) - ((1 - t) L(0) + t L(1))]` of each (Frankle et al. 2020).
+`max_t [L(t) - ((1 - t) L(0) + t L(1))]` of each (`interpolation.barrier`, as Entezari et al.
+2022 measure it).
 
 References: Garipov, Izmailov, Podoprikhin, Vetrov, Wilson, "Loss Surfaces, Mode Connectivity,
 and Fast Ensembling of DNNs", NeurIPS 2018; Draxler, Veschgini, Salmhofer, Hamprecht,
@@ -26,12 +27,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
 from torch.func import functional_call
 
 from lossatlas.directions import Directions
 from lossatlas.engine import Evaluator, one_line, probe
 from lossatlas.errors import LossatlasError
+from lossatlas.interpolation import barrier
+from lossatlas.model_args import model_parts
 from lossatlas.optimizers import check_lr, resolve_optimizer
 from lossatlas.problem import Problem, batch_value
 from lossatlas.progress import progress
@@ -48,38 +50,10 @@ def _integer(name: str, value: Any, least: int) -> int:
 
 
 def _weights(problem: Problem, source: Any, what: str) -> Weights:
-    """`source`'s parameters as float64 CPU tensors, checked against the problem's.
-
-    Entries named like the problem's buffers (a `state_dict`'s BatchNorm statistics) are
-    ignored: buffers are always the problem's.
-    """
-    if isinstance(source, nn.Module):
-        given = {k: p.detach() for k, p in source.named_parameters()}
-    elif isinstance(source, Mapping):
-        given = dict(source)
-    elif hasattr(source, "params"):  # a Problem, or any record that carries weights
-        given = source.params() if callable(source.params) else source.params
-        given = dict(given) if isinstance(given, Mapping) else None
-    else:
-        given = None
-    if given is None:
-        raise LossatlasError(
-            f"{what} must be a Problem, a model, a {{name: tensor}} dict or have .params, "
-            f"got {type(source).__name__}"
-        )
-    own = {k: tuple(w.shape) for k, w in problem.params.items()}
-    given = {k: v for k, v in given.items() if k in own or k not in problem.buffers}
-    shapes = {k: tuple(torch.as_tensor(v).shape) for k, v in given.items()}
-    if shapes != own:
-        wrong = sorted(k for k in set(own) & set(shapes) if own[k] != shapes[k])
-        parts = [
-            ("missing", sorted(set(own) - set(shapes))),
-            ("unknown", sorted(set(shapes) - set(own))),
-            ("wrong shape", wrong),
-        ]
-        text = "; ".join(f"{how} {names[:3]}" for how, names in parts if names)
-        raise LossatlasError(f"{what} has other parameters than the problem's model: {text}")
-    out = {k: torch.as_tensor(given[k]).detach().to("cpu", torch.float64).clone() for k in own}
+    """`source`'s parameters as float64 CPU tensors (its buffers are ignored: the problem's are
+    used), checked against the problem's."""
+    params, _ = model_parts(problem, source, what)
+    out = {k: torch.as_tensor(params[k]).detach().to("cpu", torch.float64).clone() for k in params}
     if not all(bool(torch.isfinite(t).all()) for t in out.values()):
         raise LossatlasError(f"{what} has non-finite parameters")
     return out
@@ -138,11 +112,8 @@ class Curve:
 
     def point(self, t: float) -> Weights:
         """The weights `phi(t)` as `{name: float64 CPU tensor}`."""
-        c = self.coefficients([t])[0]
-        return {
-            k: sum(float(ci) * p[k] for ci, p in zip(c, self.control_points))
-            for k in self.control_points[0]
-        }
+        c, pts = self.coefficients([t])[0], self.control_points
+        return {k: sum(float(ci) * p[k] for ci, p in zip(c, pts)) for k in pts[0]}
 
 
 def _batches(problem: Problem, batch_size: int | None, rng: np.random.Generator):
@@ -162,6 +133,23 @@ def _batches(problem: Problem, batch_size: int | None, rng: np.random.Generator)
         for start in range(0, len(X) - size + 1, size):
             idx = order[start : start + size]
             yield [(X[idx], Y[idx])]
+
+
+def _loss(problem: Problem, points: list[Weights], c: torch.Tensor, batches, weight: float):
+    """The loss at `phi = sum_i c_i points_i` over `batches` (/ `weight`); gradients accumulate."""
+    total = torch.zeros((), dtype=torch.float64, device=problem.device)
+    with torch.enable_grad():
+        for x, y in batches:  # one backward pass per batch: one graph at a time
+            phi = {k: sum(ci * p[k] for ci, p in zip(c, points)) for k in problem.params}
+            try:
+                out = functional_call(problem.module, (phi, problem.buffers), (x,))
+                value = batch_value(problem.loss_fn(out, y)) * problem.batch_weight(len(x))
+            except Exception as exc:
+                raise LossatlasError(f"the model fails on the curve: {one_line(exc)}") from exc
+            if value.requires_grad:
+                (value / weight).backward()
+            total = total + value.detach() / weight
+    return total
 
 
 def fit_curve(
@@ -184,19 +172,19 @@ def fit_curve(
 
     Args:
         problem: the model, loss and data (its weights are not used unless `a` or `b` is it).
-        a, b: the ends: a Problem (its weights), a model, a `{name: tensor}` dict of all
-            parameters, or any object with a `.params` attribute. They stay fixed.
+        a, b: the fixed ends: a Problem (its weights), a model, a `{name: tensor}` dict of all
+            parameters, or any object with a `.params` attribute.
         kind: `"bezier"` (one control point: `bends` must be 1) or `"chain"`.
         bends: trainable points of a chain.
         steps: optimizer steps; each draws `t ~ U(0, 1)` and a batch.
         lr, optimizer, optimizer_kwargs: the `torch.optim` optimizer, by name or class.
-        batch_size: samples per step, drawn without replacement per epoch from a seeded
-            permutation (data in memory; a DataLoader's own batches are used in turn). None
+        batch_size: samples per step, from a seeded permutation per epoch (the last incomplete
+            slice of an epoch is skipped; a DataLoader's own batches are used in turn). None
             takes all data every step, sample-weighted exactly as the engine weighs losses.
         seed: seeds private generators for `t` and the batches (the global torch generator is
             seeded inside a fork, for optimizers that draw from it, and restored afterwards).
-        init: `"line"` (the points evenly on the segment; the Bezier point at the midpoint,
-            which makes the curve the segment itself), or `bends` weight sources as for `a`.
+        init: `"line"` (points evenly on the segment; the Bezier point at the midpoint, which
+            makes the curve the segment itself), or `bends` weight sources as for `a`.
         quiet: hide the progress bar (None: the LOSSATLAS_QUIET environment variable).
     """
     if kind not in KINDS:
@@ -204,31 +192,24 @@ def fit_curve(
     bends = _integer("bends", bends, 1)
     if kind == "bezier" and bends != 1:
         raise LossatlasError(f"a quadratic Bezier curve has 1 bend, got bends={bends}")
-    steps = _integer("steps", steps, 1)
-    seed = _integer("seed", seed, 0)
-    lr = check_lr(lr)
+    steps, seed, lr = _integer("steps", steps, 1), _integer("seed", seed, 0), check_lr(lr)
     if batch_size is not None:
         batch_size = _integer("batch_size", batch_size, 1)
     label, cls, opt_kwargs = resolve_optimizer(optimizer, optimizer_kwargs)
     ends = _weights(problem, a, "a"), _weights(problem, b, "b")
-    if isinstance(init, str):
-        if init != "line":
-            raise LossatlasError(f"init={init!r} is not 'line' or a sequence of {bends} models")
-        # Chain points at t_i = i/(k+1); the Bezier point at the midpoint: phi is then the segment.
+    if isinstance(init, str) and init == "line":
         at = np.arange(1, bends + 1) / (bends + 1)
         starts = [{k: (1 - s) * ends[0][k] + s * ends[1][k] for k in ends[0]} for s in at]
-    elif isinstance(init, Sequence) and len(init) == bends:
+    elif not isinstance(init, str) and isinstance(init, Sequence) and len(init) == bends:
         starts = [_weights(problem, w, f"init[{i}]") for i, w in enumerate(init)]
     else:
         raise LossatlasError(f"init must be 'line' or a sequence of {bends} weight sources")
-    for where in (ends[0], ends[1]):
-        probe(problem, {k: v.to(problem.device, problem.dtype) for k, v in where.items()})
-
     dev = {"device": problem.device, "dtype": problem.dtype}
     fixed = [{k: v.to(**dev) for k, v in w.items()} for w in ends]
+    for where in fixed:
+        probe(problem, where)  # a model or loss that fails on the data says so in one line
     leaves = [{k: v.to(**dev).requires_grad_(True) for k, v in w.items()} for w in starts]
     points = [fixed[0], *leaves, fixed[1]]
-    names = list(problem.params)
     rng_t, rng_b = (np.random.default_rng([seed, i]) for i in (1, 2))
     data = _batches(problem, batch_size, rng_b)
     ts, losses = np.empty(steps), np.empty(steps)
@@ -251,25 +232,9 @@ def fit_curve(
 
             def closure(c=c, batches=batches, weight=weight) -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)
-                total = torch.zeros((), dtype=torch.float64, device=problem.device)
-                with torch.enable_grad():
-                    for x, y in batches:  # one backward pass per batch: one graph at a time
-                        phi = {k: sum(ci * p[k] for ci, p in zip(c, points)) for k in names}
-                        try:
-                            out = functional_call(problem.module, (phi, problem.buffers), (x,))
-                            value = batch_value(problem.loss_fn(out, y))
-                        except Exception as exc:
-                            raise LossatlasError(
-                                f"the model fails on the curve: {one_line(exc)}"
-                            ) from exc
-                        part = value * (problem.batch_weight(x.shape[0]) / weight)
-                        if part.requires_grad:
-                            part.backward()
-                        total = total + part.detach()
-                return total
+                return _loss(problem, points, c, batches, weight)
 
-            loss = opt.step(closure)
-            ts[step], losses[step] = t, float(loss)
+            ts[step], losses[step] = t, float(opt.step(closure))
             if not math.isfinite(losses[step]):
                 raise LossatlasError(
                     f"the loss on the curve is not finite at step {step} (t = {t:.3f}); "
@@ -309,12 +274,6 @@ class CurveLosses:
     provenance: dict[str, Any] = field(default_factory=dict)
 
 
-def barrier(t: np.ndarray, loss: np.ndarray) -> float:
-    """`max_t [L(t) - ((1 - t) L(0) + t L(1))]` (Frankle et al. 2020)."""
-    t, loss = np.asarray(t, np.float64), np.asarray(loss, np.float64)
-    return float(np.max(loss - ((1 - t) * loss[0] + t * loss[-1])))
-
-
 def curve_losses(
     problem: Problem, curve: Curve, *, steps: int = 61, memory_budget: int | str | None = None
 ) -> CurveLosses:
@@ -347,14 +306,8 @@ def curve_losses(
     settings.update(bn=getattr(problem, "bn", "eval"), dtype=str(problem.dtype), chunk_size=size)
     provenance = dict(seconds=time.perf_counter() - began, n_samples=problem.n_samples)
     provenance.update(n_model_calls=ev.n_model_calls, versions=versions())
-    return CurveLosses(
-        t=t,
-        loss=loss[:steps],
-        metrics={m: v[:steps] for m, v in metrics.items()},
-        line_loss=loss[steps:],
-        line_metrics={m: v[steps:] for m, v in metrics.items()},
-        barrier=barrier(t, loss[:steps]),
-        line_barrier=barrier(t, loss[steps:]),
-        settings=settings,
-        provenance=provenance,
-    )
+    on, off = slice(steps), slice(steps, None)
+    m_on, m_off = ({m: v[part] for m, v in metrics.items()} for part in (on, off))
+    out = dict(t=t, loss=loss[on], metrics=m_on, line_loss=loss[off], line_metrics=m_off)
+    out.update(barrier=barrier(t, loss[on])[0], line_barrier=barrier(t, loss[off])[0])
+    return CurveLosses(**out, settings=settings, provenance=provenance)

@@ -24,8 +24,8 @@ def _mark_barrier(ax: Axes, t: np.ndarray, loss: np.ndarray, color, label: str) 
     """The chord between the ends (dotted) and the barrier: a bar from the chord to the peak."""
     chord = (1 - t) * loss[0] + t * loss[-1]
     excess = loss - chord
-    if not np.isfinite(excess).any():
-        return
+    if not np.isfinite(excess).any() or np.nanmax(excess) <= 0:
+        return  # no rise above the chord: the title says the barrier is 0
     ax.plot(t, chord, color=color, lw=0.8, ls=":")
     i = int(np.nanargmax(excess))
     ax.annotate(
@@ -79,11 +79,12 @@ def figure_curve(
     _mark_barrier(ax, t, np.asarray(cl.loss, float), "C0", "curve")
     _mark_barrier(ax, t, np.asarray(cl.line_loss, float), "C3", "line")
     ax.set_title(f"barrier: curve {cl.barrier:.3g}, line {cl.line_barrier:.3g}", fontsize=10)
-    for j, (name, values) in enumerate(cl.metrics.items()):
-        panels[1].plot(t, values, color=f"C{j}", lw=1.8, label=f"{name}, {kind}")
-        line_values = cl.line_metrics.get(name)
-        if line_values is not None:
-            panels[1].plot(t, line_values, color=f"C{j}", lw=1.2, ls="--", label=f"{name}, line")
+    for j, (name, values) in enumerate(cl.metrics.items()):  # colour: path; marker: metric
+        style = {"marker": "os^vD"[j % 5] if len(cl.metrics) > 1 else None, "ms": 3}
+        panels[1].plot(t, values, color="C0", lw=1.8, label=f"{name}, {kind}", **style)
+        if name in cl.line_metrics:
+            line_values = cl.line_metrics[name]
+            panels[1].plot(t, line_values, color="C3", ls="--", label=f"{name}, line", **style)
     if cl.metrics:
         panels[1].set_ylabel(", ".join(cl.metrics))
         panels[1].legend(fontsize=8)

@@ -7,8 +7,9 @@ layer runs as one batched product instead of K small ones. Parameters that no di
 stay unbatched. If the input layer is linear in the moved weights, its products are computed
 once per batch (`lossatlas.plane`). Under `Problem(bn="recompute")` (on a model with BatchNorm)
 every point instead runs alone: a pass that recomputes the BatchNorm statistics at its weights
-(`lossatlas.batchnorm`), then the loss pass with them. Chunks are independent: they can be computed anywhere, in
-any order; recomputing a chunk on the same machine gives bit-identical values.
+(`lossatlas.batchnorm`), then the loss pass with them. Chunks are independent: they can be
+computed anywhere, in any order; recomputing a chunk on the same machine gives bit-identical
+values.
 """
 
 from __future__ import annotations
@@ -276,9 +277,9 @@ class Evaluator:
 
     def __call__(self, coeffs: np.ndarray) -> ChunkResult:
         """Loss and metrics at `theta0 + C @ D` for each row of `coeffs` (shape (K, m))."""
-        if self.stats is None:
-            return self._chunk(coeffs)
         rows = np.asarray(coeffs, dtype=np.float64).reshape(-1, len(self.directions))
+        if self.stats is None or not len(rows):
+            return self._chunk(rows)
         parts = []
         try:
             for row in rows[:, None]:  # one point at a time: its statistics, then its loss

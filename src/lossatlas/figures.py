@@ -141,6 +141,9 @@ def _is_input(background: Any) -> bool:
 
 def _direction_labels(settings: dict[str, Any]) -> tuple[str, str]:
     """Axis labels of a 2D surface: PCA components say how much of the path they explain."""
+    if settings.get("kind") == "models-plane":
+        a, b, c = settings["names"]
+        return (f"distance from {a} towards {b}", f"distance towards {c} (orthogonal part)")
     if settings.get("kind") == "axis" and len(settings.get("entries", ())) >= 2:
         return tuple(
             f"{e}: offset from {v:.3g}"

@@ -33,7 +33,10 @@ def _interpolations(results: Any) -> list[tuple[str, Interpolation]]:
             "results must be an Interpolation, or a non-empty list or dict of them; "
             f"got {type(results).__name__}"
         )
-    return [(str(label), r) for label, r in items]
+    labels = [str(label) for label, _ in items]
+    if len(set(labels)) < len(labels):  # e.g. several "a → b" from default names
+        labels = [f"{label} ({i})" for i, label in enumerate(labels, 1)]
+    return list(zip(labels, (r for _, r in items)))
 
 
 def _curve(ax: Axes, r: Interpolation, y: np.ndarray, barrier: float | None, color: Any, label):
@@ -42,7 +45,8 @@ def _curve(ax: Axes, r: Interpolation, y: np.ndarray, barrier: float | None, col
     y = np.where(np.isfinite(y), y, np.nan)
     line = ax.plot(t, y, color=color, lw=1.8, marker="o", ms=2.5, label=label)[0]
     y0, y1 = float(y[t == 0][0]), float(y[t == 1][0])
-    ax.plot([0, 1], [y0, y1], color=color, ls=":", lw=1)
+    chord = np.linspace(0, 1, 65)  # sampled, so that it is the chord on a log axis too
+    ax.plot(chord, (1 - chord) * y0 + chord * y1, color=color, ls=":", lw=1)
     ax.plot([0, 1], [y0, y1], ls="", marker="s", ms=6, mfc=color, mec="k", zorder=5)
     if barrier is not None and np.isfinite(barrier) and barrier > 0:
         inside = (t >= 0) & (t <= 1)
@@ -80,6 +84,12 @@ def figure_interpolation(
     if log and np.any(loss[np.isfinite(loss)] <= 0):
         raise LossatlasError("log=True needs positive losses; this path has losses <= 0")
     panels[0].set_yscale("log" if log else "linear")
+    if log:
+        from matplotlib import ticker
+
+        panels[0].yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        panels[0].yaxis.set_major_formatter(ticker.FormatStrFormatter("%.3g"))
+        panels[0].yaxis.set_minor_formatter(ticker.NullFormatter())
     panels[0].set_ylabel("loss" + (" (log scale)" if log else ""))
     if panels_n == 2:
         hows = {r.settings.get("error_metric") for _, r in items if r.error is not None}

@@ -122,3 +122,103 @@ def _contours(named: dict[str, Surface], log: bool) -> list[tuple[Any, str]]:
     )
     figures.append((fig, caption))
     return figures
+
+
+def comparison(result: Any) -> Parts:
+    """Several minima: losses, gaps and sharpness per model, and how far apart they lie."""
+    import plotly.graph_objects as go
+
+    names = list(result.names)
+    out = Parts(f"{len(names)} minima compared")
+    rows = result.rows()
+    out.tables.append(rows)
+    if np.isfinite(result.lambda_max).any() and np.isfinite(result.gap).any():
+        fig = go.Figure(
+            go.Scatter(
+                x=result.lambda_max,
+                y=result.gap,
+                mode="markers+text",
+                text=names,
+                textposition="top center",
+                marker={"size": 11, "color": rf.PALETTE[0]},
+            )
+        )
+        fig.update_layout(
+            title="sharpness against the generalisation gap",
+            xaxis_title="λmax (top Hessian eigenvalue)",
+            yaxis_title="validation loss − train loss",
+        )
+        out.figures.append(
+            (
+                fig,
+                "Each minimum's sharpness next to how much worse it does on "
+                "held-out data (Keskar et al. 2017 ask whether they go together).",
+            )
+        )
+    if len(names) > 1:
+        fig = go.Figure(
+            go.Heatmap(
+                z=rf.clean(result.relative_distances),
+                x=names,
+                y=names,
+                colorscale="Blues",
+                text=[[f"{v:.3g}" for v in row] for row in result.relative_distances],
+                texttemplate="%{text}",
+                colorbar={"title": {"text": "distance / norm"}},
+            )
+        )
+        fig.update_layout(
+            title="distance between minima (relative to their weight norms)",
+            yaxis={"autorange": "reversed"},
+        )
+        out.figures.append(
+            (
+                fig,
+                "Euclidean distance between every pair of minima, divided by "
+                "the mean of their weight norms.",
+            )
+        )
+    out.cards["models"] = len(names)
+    out.settings = {"settings": result.settings, "provenance": result.provenance}
+    return out
+
+
+def flat_sharp(study: Any, log: bool) -> Parts:
+    """Small- against large-batch training: 1D slices of both minima, sharpness and gaps."""
+    import plotly.graph_objects as go
+
+    out = comparison(study.comparison)
+    out.title = "Flat or sharp: small- against large-batch training"
+    fig = go.Figure()
+    slices = (
+        ("small batch", study.small_train, study.small_val, rf.PALETTE[0]),
+        ("large batch", study.large_train, study.large_val, rf.PALETTE[2]),
+    )
+    for label, train, val, color in slices:
+        for split, s, dash in (("train", train, None), ("validation", val, "dash")):
+            fig.add_trace(
+                go.Scatter(
+                    x=s.coords[0],
+                    y=rf.clean(s.loss),
+                    name=f"{label}, {split}",
+                    line={"color": color, "dash": dash},
+                )
+            )
+    fig.update_layout(
+        title="1D slices through both minima (filter-normalised direction)",
+        xaxis_title="c: coefficient along the direction",
+        yaxis={"type": "log" if log else "linear", "title": {"text": "loss"}},
+        legend=rf.LEGEND,
+    )
+    caption = (
+        "Loss along a random filter-normalised direction through each minimum (Li et al. "
+        "2018), on training (solid) and validation (dashed) data."
+    )
+    out.figures.insert(0, (fig, caption))
+    lam = study.comparison.lambda_max
+    out.cards = {
+        "λmax small / large batch": f"{lam[0]:.4g} / {lam[1]:.4g}",
+        "gap small / large batch": f"{study.comparison.gap[0]:.3g} / {study.comparison.gap[1]:.3g}",
+    }
+    out.settings = {"study": study.settings, "provenance": study.provenance}
+    return out

@@ -57,14 +57,36 @@ def parts(result: Any, *, log: bool, background: Any = None) -> Parts:
         return _sharpness(result)
     if isinstance(result, Density):
         return _density(result)
+    from lossatlas import report_barriers as rb
+    from lossatlas import report_minima as rm
+    from lossatlas.curves import CurveLosses
+    from lossatlas.flat_sharp import FlatSharpStudy
     from lossatlas.inputs import InputSurface  # here: inputs imports the figure modules
+    from lossatlas.interpolation import BarrierMatrix, Interpolation
+    from lossatlas.minima import MinimaComparison
 
     if isinstance(result, InputSurface):
         return _input(result, log)
+    if isinstance(result, Interpolation) or (
+        isinstance(result, (list, tuple))
+        and result
+        and all(isinstance(r, Interpolation) for r in result)
+    ):
+        return rb.interpolation(
+            list(result) if isinstance(result, (list, tuple)) else [result], log
+        )
+    if isinstance(result, BarrierMatrix):
+        return rb.barriers(result)
+    if isinstance(result, CurveLosses):
+        return rb.curve(result, log)
+    if isinstance(result, MinimaComparison):
+        return rm.comparison(result)
+    if isinstance(result, FlatSharpStudy):
+        return rm.flat_sharp(result, log)
     raise LossatlasError(
         f"cannot report a {type(result).__name__}; reports take Surfaces (or a dict of them on "
-        "one grid, shown side by side), Trajectories, Sweeps, Comparisons, SharpnessReports, "
-        "Densities and InputSurfaces"
+        "one grid, shown side by side), runs, curvature and density records, InputSurfaces, "
+        "Interpolations, BarrierMatrix, CurveLosses, MinimaComparison and FlatSharpStudy"
     )
 
 

@@ -12,27 +12,31 @@ in models trained elsewhere. `lossatlas.minima` compares the minima.
 from __future__ import annotations
 
 import copy
-import math
 import time
-import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
-from torch.optim import lr_scheduler
 
-from lossatlas.engine import LossatlasWarning, one_line
+from lossatlas.engine import one_line
 from lossatlas.errors import LossatlasError
 from lossatlas.optimizers import check_lr, make_schedule, resolve_optimizer
-from lossatlas.problem import Problem, batch_value
-from lossatlas.problem_common import check_seed, init_layers
+from lossatlas.problem import Problem
+from lossatlas.problem_common import check_seed
 from lossatlas.result import versions
+from lossatlas.training_loop import (
+    all_data,
+    batch_order,
+    check_same_model,
+    count,
+    fresh_init,
+    run_steps,
+    threads_for,
+)
 
 INITS = ("fresh", "problem")
-EVAL_BATCH = 4096  # samples per batch when evaluating an (X, y) pair
 
 
 @dataclass(frozen=True, eq=False)
@@ -91,81 +95,6 @@ def stream_seeds(seed: int) -> tuple[int, int, int]:
     )
 
 
-def check_same_model(problem: Problem, other: Problem, what: str = "val") -> None:
-    """A one-line error unless `other` has the problem's parameter names and shapes."""
-    if not isinstance(other, Problem):
-        raise LossatlasError(f"{what} must be a lossatlas.Problem, got {type(other).__name__}")
-    mine = {k: tuple(v.shape) for k, v in problem.params.items()}
-    theirs = {k: tuple(v.shape) for k, v in other.params.items()}
-    if mine != theirs:
-        diff = sorted(set(mine) ^ set(theirs)) or sorted(k for k in mine if mine[k] != theirs[k])
-        raise LossatlasError(f"{what} has other parameters than the problem (e.g. {diff[0]!r})")
-
-
-def evaluate(problem: Problem, module: nn.Module | None = None) -> dict[str, float]:
-    """Loss and metrics over all of `problem`'s data, sample-weighted as in the engine.
-
-    `module` (default the problem's own) is put in evaluation mode for the pass and restored.
-    """
-    module = problem.module if module is None else module
-    device, dtype = next(module.parameters()).device, next(module.parameters()).dtype
-    was_training, total = module.training, {"loss": 0.0, **dict.fromkeys(problem.metrics, 0.0)}
-    module.eval()
-    try:
-        with torch.no_grad():
-            for x, y in problem.batches(EVAL_BATCH):
-                x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
-                y = y.to(device, dtype) if y.is_floating_point() else y.to(device)
-                out = module(x)
-                total["loss"] += float(batch_value(problem.loss_fn(out, y))) * (
-                    problem.batch_weight(x.shape[0]) / problem.loss_divisor
-                )
-                for k, fn in problem.metrics.items():
-                    total[k] += float(batch_value(fn(out, y))) * x.shape[0] / problem.n_samples
-    except Exception as exc:
-        raise LossatlasError(f"the model fails on the data: {one_line(exc)}") from exc
-    finally:
-        module.train(was_training)
-    return total
-
-
-def _count(name: str, value: Any, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise LossatlasError(f"{name} must be an integer of at least {least}, got {value!r}")
-    return int(value)
-
-
-def _all_data(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
-    """Every sample, concatenated (a DataLoader-backed problem is read once, here)."""
-    xs, ys = zip(*problem.batches())
-    try:
-        return torch.cat(xs), torch.cat(ys)
-    except RuntimeError as exc:
-        raise LossatlasError(f"the batches cannot be joined for training: {one_line(exc)}") from exc
-
-
-def _fresh(model: nn.Module, seed: int) -> None:
-    """Default initialisation of every layer, all draws from `seed` (global RNG forked)."""
-    device = next(model.parameters()).device
-    gen = torch.Generator().manual_seed(seed)
-    cpu = model.to("cpu")
-    init_layers(cpu, gen)  # Linear, Conv2d, BatchNorm1d/2d from the private generator
-    covered = (nn.Linear, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
-    for name, layer in cpu.named_modules():
-        own = list(layer.parameters(recurse=False))
-        if not own or isinstance(layer, covered):
-            continue
-        if not callable(getattr(layer, "reset_parameters", None)):
-            raise LossatlasError(
-                f"init='fresh' cannot re-initialise module {name!r} ({type(layer).__name__} has "
-                "no reset_parameters); pass init='problem' to start from the problem's weights"
-            )
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(torch.randint(2**62, (), generator=gen)))
-            layer.reset_parameters()
-    model.to(device)
-
-
 def train(
     problem: Problem,
     *,
@@ -181,6 +110,7 @@ def train(
     val: Problem | None = None,
     eval_every: int | None = None,
     name: str | None = None,
+    threads: int | None = 1,
 ) -> TrainedModel:
     """Mini-batch training of a private copy of `problem`'s model; returns a `TrainedModel`.
 
@@ -212,36 +142,42 @@ def train(
         eval_every: steps between full evaluations on the training (and validation) data,
             also done at step 0 and the last step; default `steps // 10` (at least 1).
         name: the label; default optimizer, lr, batch size and seed.
+        threads: CPU threads while training (`torch.set_num_threads`, restored afterwards).
+            One by default: as fast for small models, immune to a busy machine, and the
+            weights then do not depend on the number of cores. None keeps torch's setting.
 
     Raises:
         LossatlasError: a bad argument, or a model or loss that fails in training.
     """
     seed = check_seed(seed)
-    steps = _count("steps", steps, 1)
+    steps = count("steps", steps, 1)
     n = problem.n_samples
-    batch = n if batch_size is None else _count("batch_size", batch_size, 1)
+    batch = n if batch_size is None else count("batch_size", batch_size, 1)
     if batch > n:
         raise LossatlasError(f"batch_size={batch} exceeds the {n} samples of the problem")
     label, cls, opt_kwargs = resolve_optimizer(optimizer, optimizer_kwargs)
     lr = check_lr(lr)
     if init not in INITS:
         raise LossatlasError(f"init must be one of {INITS}, got {init!r}")
-    every = max(1, steps // 10) if eval_every is None else _count("eval_every", eval_every, 1)
+    every = max(1, steps // 10) if eval_every is None else count("eval_every", eval_every, 1)
     if val is not None:
         check_same_model(problem, val)
+    if threads is not None:
+        count("threads", threads, 1)
     s_init, s_order, s_global = stream_seeds(seed)
 
     began = time.perf_counter()
-    x_all, y_all = _all_data(problem)
+    x_all, y_all = all_data(problem)
     model = copy.deepcopy(problem.module)
     device = problem.device
     cuda = [device.index or 0] if device.type == "cuda" else []
-    history: dict[str, list[float]] = {"step": [], "loss": [], "lr": [], "eval_step": []}
-    status = "finished"
-    with torch.random.fork_rng(devices=cuda):
+    with threads_for(threads, device), torch.random.fork_rng(devices=cuda):
         if init == "fresh":
-            _fresh(model, s_init)
-        torch.manual_seed(s_global)
+            fresh_init(model, s_init)
+        torch.default_generator.manual_seed(s_global)  # dropout; not other devices' generators
+        if cuda:
+            with torch.cuda.device(cuda[0]):
+                torch.cuda.manual_seed(s_global)
         try:
             opt = cls(model.parameters(), lr=lr, **opt_kwargs)
         except (TypeError, ValueError) as exc:
@@ -251,57 +187,9 @@ def train(
         scheduler, schedule_label = (None, None)
         if schedule is not None:
             scheduler, schedule_label = make_schedule(schedule, schedule_kwargs, opt, lr, steps)
-        order_gen = torch.Generator().manual_seed(s_order)
-        order, pos = None, n
-
-        def record(step: int) -> None:
-            history["eval_step"].append(step)
-            for prefix, source in (("train", problem), ("val", val)):
-                if source is not None:
-                    for k, v in evaluate(source, model).items():
-                        history.setdefault(f"{prefix}_{k}", []).append(v)
-
-        record(0)
-        model.train()
-        for step in range(1, steps + 1):
-            if batch == n:
-                x, y = x_all, y_all
-            else:
-                if pos + batch > n:
-                    order, pos = torch.randperm(n, generator=order_gen).to(device), 0
-                idx = order[pos : pos + batch]
-                pos += batch
-                x, y = x_all[idx], y_all[idx]
-
-            def closure(x=x, y=y) -> torch.Tensor:
-                opt.zero_grad(set_to_none=True)
-                loss = batch_value(problem.loss_fn(model(x), y))
-                loss.backward()
-                return loss
-
-            history["lr"].append(float(opt.param_groups[0]["lr"]))
-            try:
-                loss = float(opt.step(closure))
-            except Exception as exc:
-                raise LossatlasError(f"training fails at step {step}: {one_line(exc)}") from exc
-            history["step"].append(step)
-            history["loss"].append(loss)
-            if not math.isfinite(loss):
-                status = f"diverged at step {step}"
-                warnings.warn(
-                    f"train: the loss is {loss} at step {step}; stopping",
-                    LossatlasWarning,
-                    stacklevel=2,
-                )
-                break
-            if isinstance(scheduler, lr_scheduler.ReduceLROnPlateau):
-                scheduler.step(loss)
-            elif scheduler is not None:
-                scheduler.step()
-            if step % every == 0 or step == steps:
-                record(step)
-        if history["eval_step"][-1] != history["step"][-1]:
-            record(history["step"][-1])
+        order = batch_order(n, batch, s_order, device)
+        data = (problem, val, x_all, y_all)
+        history, status = run_steps(model, opt, scheduler, data, order, steps, every)
     seconds = time.perf_counter() - began
     taken = len(history["step"])
     settings = {
@@ -316,6 +204,7 @@ def train(
         "schedule_kwargs": dict(schedule_kwargs or {}),
         "init": init,
         "eval_every": every,
+        "threads": threads,
         "val": val is not None,
         "sampling": "full batch" if batch == n else "epochs without replacement, rest dropped",
     }

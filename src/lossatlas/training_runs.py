@@ -22,7 +22,8 @@ from lossatlas.problem import Problem
 from lossatlas.problem_common import check_seed
 from lossatlas.progress import progress
 from lossatlas.result import versions
-from lossatlas.training import TrainedModel, _count, train
+from lossatlas.training import TrainedModel, train
+from lossatlas.training_loop import count
 
 _GRID = {
     "optimizer": "optimizers",
@@ -30,7 +31,7 @@ _GRID = {
     "batch_size": "batch_sizes",
     "schedule": "schedules",
 }
-_OPTIONS = {"steps", "optimizer_kwargs", "schedule_kwargs", "init", "val", "eval_every"}
+_OPTIONS = {"steps", "optimizer_kwargs", "schedule_kwargs", "init", "val", "eval_every", "threads"}
 
 
 def _short(value: Any) -> str:
@@ -57,7 +58,7 @@ def train_runs(
     order optimizer, lr, batch size, schedule, seed (the seed varying fastest) and are named by
     the settings that vary, e.g. `"batch 32, seed 1"`. Settings are checked before any run.
     """
-    axes = {**{k: v for k, v in _GRID.items()}, "seed": "seeds"}
+    axes = {**_GRID, "seed": "seeds"}
     given = {"optimizer": optimizers, "lr": lrs, "batch_size": batch_sizes}
     given.update(schedule=schedules, seed=seeds)
     grid: dict[str, list[Any]] = {}
@@ -79,7 +80,7 @@ def train_runs(
     for lr in grid.get("lr", [common.get("lr", 0.1)]):
         check_lr(lr)
     for b in grid.get("batch_size", []):
-        if b is not None and _count("batch_size", b, 1) > problem.n_samples:
+        if b is not None and count("batch_size", b, 1) > problem.n_samples:
             raise LossatlasError(f"batch_size={b} exceeds the {problem.n_samples} samples")
     for s in grid.get("seed", []):
         check_seed(s)
@@ -90,7 +91,8 @@ def train_runs(
     runs = []
     with progress("training", len(combos), quiet=quiet) as advance:
         for combo in combos:
-            name = ", ".join(f"{words[k]}{_short(combo[k])}" for k in varying) or None
+            shown = {**combo, "batch_size": combo.get("batch_size") or "full"}
+            name = ", ".join(f"{words[k]}{_short(shown[k])}" for k in varying) or None
             runs.append(train(problem, **common, **combo, name=name))
             advance()
     return runs
