@@ -27,10 +27,12 @@ _CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#
 main{max-width:1200px;margin:auto;padding:1.5rem}h1{margin:.2rem 0}.sub{color:#666;margin-top:0}
 section{background:#fff;border:1px solid #eee;border-radius:8px;padding:1rem 1.5rem;margin:1rem 0}
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(460px,1fr));gap:1rem}
-figure{margin:0;min-width:0}figure.wide{grid-column:1/-1}figcaption{color:#555;font-size:.9rem;margin-top:.3rem}
+figure{margin:0;min-width:0}figure.wide{grid-column:1/-1}
+figcaption{color:#555;font-size:.9rem;margin-top:.3rem}
 .headline{display:flex;flex-wrap:wrap;gap:.5rem 2rem;padding:0;list-style:none}
-.headline b{font-size:1.2rem}table{border-collapse:collapse;font-size:.85rem;margin-top:1rem}
-table{display:block;overflow-x:auto;max-width:100%}td,th{border-bottom:1px solid #eee;padding:.25rem .8rem;text-align:left;vertical-align:top}
+.headline b{font-size:1.2rem}table{border-collapse:collapse;font-size:.85rem;margin-top:1rem;
+display:block;overflow-x:auto;max-width:100%}
+td,th{border-bottom:1px solid #eee;padding:.25rem .8rem;text-align:left;vertical-align:top}
 th{color:#555;font-weight:600}details{margin-top:.8rem}summary{cursor:pointer;color:#555}
 nav a{margin-right:1rem}.text{max-width:75ch;line-height:1.45}"""
 
