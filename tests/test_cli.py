@@ -71,6 +71,13 @@ def test_demo_quick_json(quick_demo) -> None:
         "digits-pca": "Surface",
         "digits-sharpness": "SharpnessReport",
         "digits-density": "Density",
+        "digits-train-test-train": "Surface",
+        "digits-train-test-test": "Surface",
+        "digits-minima": "MinimaComparison",
+        "digits-barriers": "BarrierMatrix",
+        "digits-curve": "CurveLosses",
+        "digits-plane": "Surface",
+        "digits-flat-sharp": "FlatSharpStudy",
     }
     # One weight: autograd's slope is the closed form 2 (w x - y) x.
     assert result["one_weight_slope_error"] < 1e-12
@@ -98,7 +105,11 @@ def test_demo_quick_json(quick_demo) -> None:
     page = files["report"].read_text(encoding="utf-8")
     assert "plotly.js v" in page and "Licensed under the MIT license" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing fetched: works offline
-    assert page.count("<section id=") == 10
+    assert page.count("<section id=") == 16
+    # Many minima: the trained curve's barrier is below the straight line's, which is the
+    # largest entry of the barrier matrix for that pair or below it.
+    assert 0 <= result["curve_barrier"] < result["line_barrier"] <= result["barrier_max"] + 1e-12
+    assert all(g > 0 for g in result["minima_gap"]) and len(result["minima_lambda_max"]) == 3
     width, height = png_size(files["digits-mlp.png"])
     assert width >= 800 and height >= 600
 
@@ -193,7 +204,7 @@ def test_demo_report_renders_in_chromium(quick_demo) -> None:
     page = (out / "report.html").read_text(encoding="utf-8")
     n_divs = len(re.findall(r"<div\b[^>]*\bclass=[\"'][^\"']*\bplotly-graph-div\b", page))
     n_3d = page.count("drag to rotate")  # the caption of every 3D view
-    assert n_divs >= 20 and n_3d == 6
+    assert n_divs >= 30 and n_3d == 7
     info = open_report(out / "report.html", "demo_report.png", timeout_s=90)
     assert info["console_errors"] == [] and info["page_errors"] == [], info
     assert not info["timed_out"], info["details"]

@@ -209,37 +209,34 @@ def run_demo(
     Returns:
         `files` written, `seconds` per part and in all, and headline numbers.
     """
+    from lossatlas.demo_minima import minima_sections
+
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     began, clock = time.perf_counter(), _Clock()
-    sections: list[Section] = []
+    names = ["one-weight", "linreg-lrs", "bowl-gd", "rosenbrock", "tiny-7", "xy-input"]
+    parts = [_one_weight, _linreg, _bowl, _rosenbrock, _tiny, _xy]
+    sections: list[tuple[str, Section]] = []
     numbers: dict[str, Any] = {}
-    parts = [
-        ("one-weight", _one_weight),
-        ("linreg", _linreg),
-        ("bowl", _bowl),
-        ("rosenbrock", _rosenbrock),
-        ("tiny-7", _tiny),
-        ("xy-regression", _xy),
-    ]
-    for name, part in parts:
+    for name, part in zip(names, parts):
         section, found = clock.run(name, lambda part=part: part(quiet, quick))
-        sections.append(section)
+        sections.append((name, section))
         numbers.update(found)
     digits, found = clock.run("digits-mlp", lambda: _digits(quiet, quick, out))
-    sections += digits
+    names = ["digits-mlp", "digits-pca", "digits-sharpness", "digits-density"]
+    sections += zip(names, digits)
     numbers.update(found)
-    files = {
-        "report": str(
-            clock.run(
-                "report",
-                lambda: la.write_report(
-                    sections, out / "report.html", title=TITLE, log=log, intro=INTRO
-                ),
-            )
-        )
-    }
-    files.update(clock.run("files", lambda: _files(sections, out, log)))
+    plane = digits[0].result
+    minima, found = clock.run("many minima", lambda: minima_sections(quiet, quick, plane))
+    sections += minima
+    numbers.update(found)
+    page = clock.run(
+        "report",
+        lambda: la.write_report(
+            [s for _, s in sections], out / "report.html", title=TITLE, log=log, intro=INTRO
+        ),
+    )
+    files = {"report": str(page), **clock.run("files", lambda: _files(dict(sections), out, log))}
     return {
         "files": files,
         **numbers,
@@ -248,33 +245,25 @@ def run_demo(
     }
 
 
-def _files(sections: list[Section], out: Path, log: bool) -> dict[str, str]:
+def _files(sections: dict[str, Section], out: Path, log: bool) -> dict[str, str]:
     """Each result as HDF5 (for `lossatlas report`) and the main static figures."""
     files = {}
-    names = [
-        "one-weight",
-        "linreg-lrs",
-        "bowl-gd",
-        "rosenbrock",
-        "tiny-7",
-        "xy-input",
-        "digits-mlp",
-        "digits-pca",
-        "digits-sharpness",
-        "digits-density",
-    ]
-    for name, section in zip(names, sections):
-        path = out / f"{name}.h5"
-        if name != "digits-mlp":  # written by the surface itself
-            save(section.result, path)
-        files[name] = str(path)
-    r = [s.result for s in sections]
+    for name, section in sections.items():
+        named = section.result if isinstance(section.result, dict) else {"": section.result}
+        for part, result in named.items():  # surfaces side by side: one file each
+            key = f"{name}-{part}" if part else name
+            if key != "digits-mlp":  # written by the surface itself
+                save(result, out / f"{key}.h5")
+            files[key] = str(out / f"{key}.h5")
+    r = {name: s.result for name, s in sections.items()}
     figures = {
-        "one-weight.png": lambda p: la.plot_line(r[0], p),
-        "linreg-lrs.png": lambda p: la.plot_histories(r[1], p),
-        "bowl-gd.png": lambda p: la.plot_paths(la.get_function("bowl"), r[2], p),
-        "digits-mlp.png": lambda p: la.save_figure(r[6], p, log=log),
-        "digits-pca.png": lambda p: la.plot_paths(r[7], r[7].paths, p),
+        "one-weight.png": lambda p: la.plot_line(r["one-weight"], p),
+        "linreg-lrs.png": lambda p: la.plot_histories(r["linreg-lrs"], p),
+        "bowl-gd.png": lambda p: la.plot_paths(la.get_function("bowl"), r["bowl-gd"], p),
+        "digits-mlp.png": lambda p: la.save_figure(r["digits-mlp"], p, log=log),
+        "digits-pca.png": lambda p: la.plot_paths(r["digits-pca"], r["digits-pca"].paths, p),
+        "digits-barriers.png": lambda p: la.plot_barriers(r["digits-barriers"], p),
+        "digits-flat-sharp.png": lambda p: la.plot_flat_vs_sharp(r["digits-flat-sharp"], p),
     }
     for name, draw in figures.items():
         files[name] = str(draw(out / name))
