@@ -216,11 +216,11 @@ def test_from_checkpoints_rejects_bad_sources(tmp_path):
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     state = dict(problem.model.state_dict())
     cases = [
-        ([tmp_path / "missing.pt"], "no such checkpoint"),
+        ([tmp_path / "missing.pt"], "no weights file"),
         ([tmp_path / "junk.pt"], "cannot load"),
-        ([{k: v for k, v in state.items() if k != "0.bias"}], "missing parameters"),
+        ([{k: v for k, v in state.items() if k != "0.bias"}], "checkpoint 0 .*missing"),
         ([{**state, "extra": torch.zeros(1)}], "unknown"),
-        ([{**state, "0.bias": torch.zeros(5)}], "do not fit"),
+        ([{**state, "0.bias": torch.zeros(5)}], "checkpoint 0 .*wrong shape"),
         ([42], "state dict, an nn.Module or a file path"),
     ]
     for sources, words in cases:

@@ -11,7 +11,6 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -45,18 +44,7 @@ def model_parts(problem: Problem, model: Any, what: str) -> tuple[Tensors, Tenso
             f"{what} must be a Problem, an nn.Module, a {{name: tensor}} dict or an object with "
             f".params; got {type(model).__name__}"
         )
-    own = {k: tuple(w.shape) for k, w in problem.params.items()}
-    given = {
-        str(k): tuple(v.shape if hasattr(v, "shape") else np.shape(v)) for k, v in params.items()
-    }
-    if given != own:
-        issues = {
-            "missing": sorted(set(own) - set(given)),
-            "unknown": sorted(set(given) - set(own)),
-            "wrong shape": sorted(k for k in set(own) & set(given) if own[k] != given[k]),
-        }
-        text = "; ".join(f"{k} {v[:3]}" for k, v in issues.items() if v)
-        raise LossatlasError(f"{what} does not fit the problem's model: {text}")
+    problem.check_params(params, what)
     return params, buffers
 
 

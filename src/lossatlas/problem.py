@@ -252,6 +252,23 @@ class Problem:
                 "statistics); use a Problem with bn='eval'"
             )
 
+    def check_params(self, params: Mapping[str, Any], what: str) -> None:
+        """A one-line error naming `what` unless `params` has exactly this model's parameter
+        names and shapes."""
+        own = {k: tuple(v.shape) for k, v in self.params.items()}
+        given = {
+            str(k): tuple(getattr(v, "shape", None) or torch.as_tensor(v).shape)
+            for k, v in params.items()
+        }
+        if given != own:
+            problems = {
+                "missing": sorted(set(own) - set(given)),
+                "unknown": sorted(set(given) - set(own)),
+                "wrong shape": sorted(k for k in set(own) & set(given) if own[k] != given[k]),
+            }
+            text = "; ".join(f"{how} {names[:3]}" for how, names in problems.items() if names)
+            raise LossatlasError(f"{what} does not fit the problem's model: {text}")
+
     def with_weights(
         self,
         params: Mapping[str, torch.Tensor],
@@ -263,16 +280,7 @@ class Problem:
         cast to the problem's device and dtype. Every parameter must be given, with its shape;
         buffers not given keep this problem's values.
         """
-        own = {k: tuple(v.shape) for k, v in self.params.items()}
-        given = {k: tuple(torch.as_tensor(v).shape) for k, v in params.items()}
-        if given != own:
-            problems = {
-                "missing": sorted(set(own) - set(given)),
-                "unknown": sorted(set(given) - set(own)),
-                "wrong shape": sorted(k for k in set(own) & set(given) if own[k] != given[k]),
-            }
-            text = "; ".join(f"{what} {names[:3]}" for what, names in problems.items() if names)
-            raise LossatlasError(f"the weights do not fit the model: {text}")
+        self.check_params(params, "the state given")
         unknown = sorted(set(buffers or {}) - set(self.buffers))
         if unknown:
             raise LossatlasError(f"unknown buffers {unknown[:3]}")

@@ -60,6 +60,18 @@ def _inside(p: np.ndarray, bg: _Background) -> np.ndarray:
     return (p[:, 0] >= x0) & (p[:, 0] <= x1) & (p[:, 1] >= y0) & (p[:, 1] <= y1)
 
 
+def _marks(fig: go.Figure, bg: _Background) -> None:
+    """The background's marks (minima, the centre) as white symbols."""
+    import plotly.graph_objects as go
+
+    for points, label, style in bg.marks:
+        symbol = _SYMBOLS.get(style.get("marker"), "circle")
+        mark = {"symbol": symbol, "size": 13, "color": "white", "line": {"width": 1.5}}
+        fig.add_trace(
+            go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", name=label, marker=mark)
+        )
+
+
 def field_figures(
     bg: _Background, tracks: list[Track], *, hover: str = "loss"
 ) -> tuple[go.Figure, go.Figure]:
@@ -127,12 +139,7 @@ def field_figures(
                 marker={"size": 2, "color": color},
             )
         )
-    for points, label, style in bg.marks:
-        symbol = _SYMBOLS.get(style.get("marker"), "circle")
-        mark = {"symbol": symbol, "size": 13, "color": "white", "line": {"width": 1.5}}
-        contour.add_trace(
-            go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", name=label, marker=mark)
-        )
+    _marks(contour, bg)
     (x0, x1), (y0, y1) = bg.box
     contour.update_layout(
         title=bg.title,
@@ -169,12 +176,7 @@ def metric_figure(bg: _Background, name: str, values: np.ndarray) -> go.Figure:
         colorbar={"title": {"text": name}},
     )
     fig = go.Figure(trace)
-    for points, label, style in bg.marks:
-        symbol = _SYMBOLS.get(style.get("marker"), "circle")
-        mark = {"symbol": symbol, "size": 13, "color": "white", "line": {"width": 1.5}}
-        fig.add_trace(
-            go.Scatter(x=points[:, 0], y=points[:, 1], mode="markers", name=label, marker=mark)
-        )
+    _marks(fig, bg)
     (x0, x1), (y0, y1) = bg.box
     fig.update_layout(
         title=name,

@@ -66,8 +66,12 @@ def _from_file(spec: str) -> Problem:
     return problem
 
 
-def with_weights(problem: Problem, weights: str | Path) -> Problem:
-    """A copy of `problem` whose model has the state dict saved in `weights`."""
+CHECKPOINT_KEYS = ("state_dict", "model_state_dict", "model")  # common checkpoint layouts
+
+
+def read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
+    """The state dict in a file, read with `torch.load(weights_only=True)` (never unpickling
+    arbitrary objects); a checkpoint dict holding it under a common key is unwrapped."""
     path = Path(weights)
     if not path.is_file():
         raise LossatlasError(f"no weights file {str(path)!r}")
@@ -77,10 +81,19 @@ def with_weights(problem: Problem, weights: str | Path) -> Problem:
         raise LossatlasError(
             f"cannot load {path} as a state dict (weights only): {one_line(exc)}"
         ) from exc
-    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-        state = state["state_dict"]  # a common checkpoint layout
+    for key in CHECKPOINT_KEYS if isinstance(state, dict) else ():
+        if isinstance(state.get(key), dict):
+            state = state[key]
+            break
     if not isinstance(state, dict):
         raise LossatlasError(f"{path} holds a {type(state).__name__}, not a state dict")
+    return state
+
+
+def with_weights(problem: Problem, weights: str | Path) -> Problem:
+    """A copy of `problem` whose model has the state dict saved in `weights`."""
+    path = Path(weights)
+    state = read_state_dict(path)
     module = copy.deepcopy(problem.module)
     try:
         module.load_state_dict(state)

@@ -15,13 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from lossatlas.engine import one_line
 from lossatlas.errors import LossatlasError
 from lossatlas.optimizers import check_lr, resolve_optimizer
 from lossatlas.problem import Problem
 from lossatlas.problem_common import check_seed
 from lossatlas.progress import progress
 from lossatlas.result import versions
+from lossatlas.spec import read_state_dict
 from lossatlas.training import TrainedModel, train
 from lossatlas.training_loop import count
 
@@ -104,19 +104,11 @@ def _state_of(source: Any, i: int) -> tuple[Mapping[str, Any], str, dict[str, An
         return source.state_dict(), f"{type(source).__name__} {i}", {"source": "module"}
     if isinstance(source, (str, Path)):
         path = Path(source)
-        if not path.is_file():
-            raise LossatlasError(f"no such checkpoint file: {path}")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            raise LossatlasError(f"cannot load {path}: {one_line(exc)}") from None
-        origin = {"source": "file", "path": str(path)}
-        if isinstance(state, Mapping):
-            for key in ("state_dict", "model_state_dict", "model"):
-                if isinstance(state.get(key), Mapping):
-                    state = state[key]
-                    break
-        source, name = state, path.stem
+        source, name, origin = (
+            read_state_dict(path),
+            path.stem,
+            {"source": "file", "path": str(path)},
+        )
     else:
         name, origin = f"model {i}", {"source": "state dict"}
     if not isinstance(source, Mapping):
@@ -151,10 +143,12 @@ def from_checkpoints(
     for i, source in enumerate(sources):
         state, name, origin = _state_of(source, i)
         unknown = sorted(set(state) - known)
-        missing = sorted(set(problem.params) - set(state))
-        if unknown or missing:
-            what = f"unknown {unknown[:3]}" if unknown else f"missing parameters {missing[:3]}"
-            raise LossatlasError(f"checkpoint {i} does not fit the model: {what}")
+        if unknown:
+            raise LossatlasError(f"checkpoint {i} does not fit the model: unknown {unknown[:3]}")
+        problem.check_params(
+            {k: v for k, v in state.items() if k in problem.params or k not in problem.buffers},
+            f"checkpoint {i}",
+        )
         if not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise LossatlasError(f"checkpoint {i} holds values that are not tensors")
 
@@ -164,7 +158,6 @@ def from_checkpoints(
 
         params = {k: cast(state[k]) for k in problem.params}
         buffers = {k: cast(state.get(k, b)) for k, b in problem.buffers.items()}
-        problem.with_weights(params)  # checks the shapes
         label = str(names[i]) if names is not None else name
         prov = {"versions": versions(), "dtype": str(problem.dtype)}
         out.append(TrainedModel(label, params, buffers, {}, origin, prov))
