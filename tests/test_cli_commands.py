@@ -308,3 +308,72 @@ def test_surface_of_a_spec_file_with_weights(tmp_path: Path) -> None:
         )
     )
     assert result["loss_center"] == pytest.approx(0.0, abs=1e-12)  # the weights solve it
+
+
+def test_minima_trains_compares_and_reports(tmp_path: Path) -> None:
+    result = ok_json(
+        run_cli(
+            "minima",
+            "linreg",
+            "--seed",
+            "0",
+            "--seed",
+            "1",
+            "--steps",
+            "50",
+            "--batch-size",
+            "20",
+            "--lr",
+            "0.1",
+            "--out",
+            "m",
+            "--json",
+            cwd=tmp_path,
+        )
+    )
+    assert set(result["files"]) == {"minima", "barriers", "curve", "report"}
+    problem = linreg()
+    runs = la.train_runs(
+        problem, seeds=[0, 1], batch_sizes=[20], lrs=[0.1], optimizers=["sgd"], steps=50, quiet=True
+    )
+    expected = la.compare_minima(problem, runs, quiet=True)
+    assert [r["train_loss"] for r in result["models"]] == expected.train_loss.tolist()
+    # Linear regression is convex: the loss on any segment stays under its chord.
+    assert result["loss_barriers"] == [[0.0, 0.0], [0.0, 0.0]]
+    assert result["curve_barrier"] == 0.0 and result["line_barrier"] == 0.0
+    saved = la.load(tmp_path / "m" / "minima.h5")
+    np.testing.assert_array_equal(saved.distances, expected.distances)
+    # Checkpoints instead of training.
+    for i, run in enumerate(runs):
+        torch.save(run.params, tmp_path / f"w{i}.pt")
+    again = ok_json(
+        run_cli(
+            "minima",
+            "linreg",
+            "--checkpoint",
+            "w0.pt",
+            "--checkpoint",
+            "w1.pt",
+            "--no-curve",
+            "--no-barriers",
+            "--json",
+            cwd=tmp_path,
+        )
+    )
+    assert [r["train_loss"] for r in again["models"]] == expected.train_loss.tolist()
+    one_line_error(
+        run_cli(
+            "minima",
+            "linreg",
+            "--checkpoint",
+            "w0.pt",
+            "--checkpoint",
+            "w1.pt",
+            "--seed",
+            "1",
+            cwd=tmp_path,
+        ),
+        "--checkpoint",
+    )
+    one_line_error(run_cli("minima", "linreg", "--seed", "0", cwd=tmp_path), "at least two")
+    one_line_error(run_cli("minima", "linreg", "--val", "test", cwd=tmp_path), "held-out")

@@ -15,7 +15,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from lossatlas import cli_curvature, cli_demo, cli_landscape, cli_runs  # noqa: F401 (commands)
+from lossatlas import (  # noqa: F401 (importing registers the commands)
+    cli_curvature,
+    cli_demo,
+    cli_landscape,
+    cli_minima,
+    cli_runs,
+)
 from lossatlas.cli_common import JsonOption, QuietOption, app
 
 try:  # newer typer ships its own copy of click

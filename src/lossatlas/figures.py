@@ -99,7 +99,7 @@ def _background(background: Any, *, log: bool, steps: int, box: Any, title: str 
             low = s.argmin() if np.isfinite(s.loss).any() else (0.0, 0.0)
             if any(low):  # as in save_figure: the star would hide the centre's cross
                 marks.append((np.array([low]), "lowest loss on the grid", MINIMUM))
-            if has_center(s):
+            if has_center(s) and s.directions.settings.get("kind") != "models-plane":
                 what = (
                     "the weights" if s.settings.get("center", "weights") == "weights" else "c = 0"
                 )

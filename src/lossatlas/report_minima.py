@@ -140,6 +140,7 @@ def comparison(result: Any) -> Parts:
                 mode="markers+text",
                 text=names,
                 textposition="top center",
+                cliponaxis=False,  # labels of points at the edge stay whole
                 marker={"size": 11, "color": rf.PALETTE[0]},
             )
         )
