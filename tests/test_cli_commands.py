@@ -258,6 +258,20 @@ def test_report_from_saved_results(tmp_path: Path) -> None:
     assert result["sections"] == ["Surface", "Sweep"]
     page = (tmp_path / "r.html").read_text(encoding="utf-8")
     assert "Two results" in page and page.count('class="plotly-graph-div"') == 4
+    # Surfaces on one grid side by side: the same line on another problem's data.
+    other = la.Problem(problem.model, torch.nn.MSELoss(), (torch.ones(3, 1), torch.ones(3, 1)))
+    la.surface(other, line.directions, 5, quiet=True).save(tmp_path / "other.h5")
+    both = ok_json(
+        run_cli(
+            "report", "line.h5", "other.h5", "runs.h5", "--side-by-side", "--json", cwd=tmp_path
+        )
+    )
+    assert both["sections"] == ["Surfaces", "Sweep"]
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "line vs other" in page
+    one_line_error(
+        run_cli("report", "line.h5", "runs.h5", "--side-by-side", cwd=tmp_path), "at least two"
+    )
 
 
 @pytest.mark.parametrize(

@@ -346,7 +346,8 @@ def test_buffers_are_the_problems():
     other = holding(model, perturbed(model, 2))
     with torch.no_grad():
         other.bn1.running_mean += 1.0  # its own statistics, which the path does not use
-    r = interpolate(problem, model, other, steps=5)
+    with pytest.warns(la.LossatlasWarning, match="b have BatchNorm statistics of their own"):
+        r = interpolate(problem, model, other, steps=5)
     assert r.settings["buffers_differ"] == ["b"] and r.settings["bn"] == problem.bn
     params = {k: p.detach() for k, p in other.named_parameters()}
     assert r.loss[-1] == engine_at(problem, params).loss[0]

@@ -137,6 +137,10 @@ def report_command(
     files: Annotated[list[Path], typer.Argument(help="Result files (.h5) to put in the report.")],
     out: Annotated[Path, typer.Option(help="The HTML file to write.")] = Path("report.html"),
     title: Annotated[str, typer.Option(help="The page heading.")] = "lossatlas report",
+    side_by_side: Annotated[
+        bool,
+        typer.Option(help="Show the surfaces (one grid, e.g. train and test) side by side."),
+    ] = False,
     log: LogOption = True,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -146,8 +150,15 @@ def report_command(
     from lossatlas.storage import load
 
     check_suffix(out, (".html",), "--out")
+    from lossatlas.result import Surface
+
     results: list[Any] = [load(path) for path in files]
+    if side_by_side:  # one section for the surfaces, labelled by their file names
+        named = {p.stem: r for p, r in zip(files, results) if isinstance(r, Surface)}
+        if len(named) < 2:
+            raise LossatlasError("--side-by-side needs at least two surface files")
+        results = [named, *(r for r in results if not isinstance(r, Surface))]
     path = write_report(results, out, title=title, log=log)
-    kinds = [type(r).__name__ for r in results]
+    kinds = ["Surfaces" if isinstance(r, dict) else type(r).__name__ for r in results]
     summary = {"files": {"report": str(path)}, "sections": kinds, "inputs": [str(f) for f in files]}
     emit(summary, as_json=as_json, quiet=quiet, title=f"report of {len(files)} result(s)")

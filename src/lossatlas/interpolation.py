@@ -39,7 +39,14 @@ from lossatlas.directions import Directions, as_center
 from lossatlas.engine import Evaluator, probe
 from lossatlas.errors import LossatlasError
 from lossatlas.interpolation_plane import plane_through
-from lossatlas.model_args import as_problem, buffers_differ, check_margin, model_names, model_parts
+from lossatlas.model_args import (
+    as_problem,
+    buffers_differ,
+    check_margin,
+    model_names,
+    model_parts,
+    warn_stale_buffers,
+)
 from lossatlas.problem import Problem
 from lossatlas.progress import progress
 from lossatlas.result import versions
@@ -206,6 +213,7 @@ def _interpolate(problem, a, b, t, names, metric, budget, fingerprint) -> Interp
     inside = loss[(t >= 0) & (t <= 1)]
     distance = math.sqrt(sum(float(((pb[k] - pa[k]).double() ** 2).sum()) for k in pa))
     differ = [n for n, buf in zip(names, (ba, bb)) if buffers_differ(problem, buf)]
+    warn_stale_buffers(problem, differ)
     settings = dict(
         steps=len(t), margin=max(0.0, float(-t[0])), metric=metric, error_metric=how,
         baseline="chord", bn=problem.bn, dtype=str(problem.dtype),
@@ -308,6 +316,7 @@ def barrier_matrix(
             advance(1)
     settings = {k: r.settings[k] for k in ("metric", "error_metric", "bn", "dtype", "plan")}
     differ = [k for k, (_, buf) in zip(labels, checked) if buffers_differ(problem, buf)]
+    warn_stale_buffers(problem, differ)
     settings.update(steps=len(t), baseline="chord", buffers_differ=differ)
     provenance = dict(
         n_pairs=len(pairs), n_points=len(pairs) * len(t), n_model_calls=calls,

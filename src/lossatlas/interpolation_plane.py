@@ -14,7 +14,14 @@ import torch
 
 from lossatlas.directions import Directions, as_center
 from lossatlas.errors import LossatlasError
-from lossatlas.model_args import as_problem, check_margin, model_names, model_parts
+from lossatlas.model_args import (
+    as_problem,
+    buffers_differ,
+    check_margin,
+    model_names,
+    model_parts,
+    warn_stale_buffers,
+)
 from lossatlas.problem import Problem
 from lossatlas.result import Surface, with_paths
 from lossatlas.surface import surface
@@ -54,9 +61,11 @@ def plane_through(
     """
     problem, margin = as_problem(problem), check_margin(margin)
     labels = model_names((a, b, c), names, ("a", "b", "c"))
-    pa, pb, pc = (
-        as_center(problem, model_parts(problem, m, k)[0], what=k) for m, k in zip((a, b, c), labels)
+    parts = [model_parts(problem, m, k) for m, k in zip((a, b, c), labels)]
+    warn_stale_buffers(
+        problem, [k for k, (_, buf) in zip(labels, parts) if buffers_differ(problem, buf)]
     )
+    pa, pb, pc = (as_center(problem, params, what=k) for k, (params, _) in zip(labels, parts))
     xa = _flat(pa)
     ab, ac = _flat(pb) - xa, _flat(pc) - xa
     ab_norm, ac_norm = float(ab.norm()), float(ac.norm())

@@ -8,12 +8,14 @@ and optionally `.buffers`, such as `lossatlas.training.TrainedModel`. A dict may
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
+from lossatlas.engine import LossatlasWarning
 from lossatlas.errors import LossatlasError
 from lossatlas.problem import Problem
 
@@ -46,6 +48,19 @@ def model_parts(problem: Problem, model: Any, what: str) -> tuple[Tensors, Tenso
         )
     problem.check_params(params, what)
     return params, buffers
+
+
+def warn_stale_buffers(problem: Problem, names: Sequence[str]) -> None:
+    """Warn once when models carry BatchNorm statistics of their own that an eval-mode path
+    between them would silently replace by the problem's."""
+    if names and problem.bn == "eval":
+        warnings.warn(
+            f"lossatlas: {', '.join(map(str, names))} have BatchNorm statistics of their own, but "
+            "the path uses the problem's; use problem.with_bn('recompute') to recompute them "
+            "at every point",
+            LossatlasWarning,
+            stacklevel=3,
+        )
 
 
 def buffers_differ(problem: Problem, buffers: Tensors | None) -> bool:
