@@ -119,16 +119,21 @@ def with_paths(surface: Surface, paths: dict[str, Any]) -> Surface:
     return replace(surface, paths=checked)
 
 
-def load(path: str | Path) -> Surface:
-    """Read a result record written by `Surface.save` (or by `surface(..., out=path)`)."""
+def open_h5(path: str | Path) -> h5py.File:
+    """An HDF5 file opened for reading, or a one-line error (missing, not HDF5)."""
     path = Path(path)
     if not path.exists():
         raise LossatlasError(f"no such file: {path}")
     try:
-        f = h5py.File(path, "r")
+        return h5py.File(path, "r")
     except OSError as exc:
-        raise LossatlasError(f"{path} is not a readable HDF5 file ({exc})") from exc
-    with f:
+        raise LossatlasError(f"{path} is not a readable HDF5 file ({exc})") from None
+
+
+def load(path: str | Path) -> Surface:
+    """Read a result record written by `Surface.save` (or by `surface(..., out=path)`)."""
+    path = Path(path)
+    with open_h5(path) as f:
         if f.attrs.get("format") != FORMAT:
             raise LossatlasError(f"{path} is not a lossatlas surface file")
         if int(f.attrs["format_version"]) > FORMAT_VERSION:

@@ -31,7 +31,7 @@ import torch
 
 from lossatlas.errors import LossatlasError
 from lossatlas.result import FORMAT as SURFACE_FORMAT
-from lossatlas.result import Surface
+from lossatlas.result import Surface, open_h5
 from lossatlas.result import load as load_surface
 
 FORMAT = "lossatlas.record"
@@ -217,13 +217,7 @@ def load(path: str | Path) -> Any:
             by a newer lossatlas, or one that names a class outside lossatlas.
     """
     path = Path(path)
-    if not path.exists():
-        raise LossatlasError(f"no such file: {path}")
-    try:
-        f = h5py.File(path, "r")
-    except OSError as exc:
-        raise LossatlasError(f"{path} is not a readable HDF5 file ({exc})") from None
-    with f:
+    with open_h5(path) as f:
         kind = f.attrs.get("format")
         if kind == FORMAT:
             if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
