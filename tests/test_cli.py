@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
 import re
-import struct
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import png_size, run_cli
 
 import lossatlas as la
 from lossatlas import cli_common
@@ -25,29 +22,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("cache")
 
 
-def run_cli(*args: str, cache: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LOSSATLAS_CACHE": str(cache)}
-    env.pop("LOSSATLAS_QUIET", None)
-    return subprocess.run(
-        [sys.executable, "-m", "lossatlas.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
-
-
 @pytest.fixture(scope="module")
 def quick_demo(cache: Path, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("demo") / "nested" / "out"
     proc = run_cli("demo", "--quick", "--json", "--out", str(out), cache=cache)
     return proc, out
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
-    return struct.unpack(">II", data[16:24])
 
 
 def test_demo_quick_json(quick_demo) -> None:

@@ -3,30 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 import lossatlas as la
 from lossatlas.problems import linreg, one_weight
-
-
-def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "LOSSATLAS_CACHE": str(cwd / "cache")}
-    env.pop("LOSSATLAS_QUIET", None)
-    return subprocess.run(
-        [sys.executable, "-m", "lossatlas.cli", *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=cwd,
-        timeout=300,
-    )
 
 
 def ok_json(proc: subprocess.CompletedProcess) -> dict:

@@ -3,31 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import run_cli
 
 from lossatlas.problems import linreg
 
 
-def run_cli(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "lossatlas.cli", *args],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "LOSSATLAS_QUIET": "1"},
-        timeout=300,
-        cwd=cwd,
-    )
-
-
 def test_json_report_on_linreg_matches_the_closed_form():
-    proc = run_cli("sharpness", "linreg", "--json", "--lr", "0.5", "--samples", "20")
+    proc = run_cli(
+        "sharpness", "linreg", "--json", "--lr", "0.5", "--samples", "20", LOSSATLAS_QUIET="1"
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     x = torch.linspace(0, 1, 100, dtype=torch.float64)
@@ -68,13 +56,13 @@ def test_spec_file_weights_and_params(tmp_path):
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
     torch.save(model.state_dict(), tmp_path / "w.pt")
     args = ["sharpness", "model.py:make", "--weights", "w.pt", "--params", "2", "--k", "3"]
-    proc = run_cli(*args, "--json", "--samples", "10", cwd=tmp_path)
+    proc = run_cli(*args, "--json", "--samples", "10", cwd=tmp_path, LOSSATLAS_QUIET="1")
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["settings"]["operator"]["params"] == ["2.weight", "2.bias"]
     assert len(report["eigenvalues"]) == 3 and "error" in report["metrics"]
     assert "error" in report["epsilon_metric_change"]
-    human = run_cli(*args, "--samples", "10", cwd=tmp_path)
+    human = run_cli(*args, "--samples", "10", cwd=tmp_path, LOSSATLAS_QUIET="1")
     assert human.returncode == 0 and "lambda_max" in human.stdout and "Hutch++" in human.stdout
 
 
@@ -90,7 +78,7 @@ def test_spec_file_weights_and_params(tmp_path):
     ],
 )
 def test_user_mistakes_are_one_line_errors(args, message):
-    proc = run_cli("sharpness", *args)
+    proc = run_cli("sharpness", *args, LOSSATLAS_QUIET="1")
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and message in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stdout == ""

@@ -175,7 +175,7 @@ def test_bad_input_is_one_line_errors():
         ({"n_vectors": 0}, "n_vectors must be an integer of at least 1"),
         ({"steps": 1.5}, "steps must be an integer"),
         ({"block": 0}, "block must be an integer of at least 1"),
-        ({"sigma": -1.0}, "sigma must be a positive number"),
+        ({"sigma": -1.0}, "sigma must be a positive"),
         ({"grid": [[0.0, 1.0]]}, "grid must be a non-empty 1-D"),
         ({"data": 0}, "data|subset"),
     ]

@@ -433,7 +433,7 @@ def failing(p):
         (lambda: descend(bowl, [0.0, 0.0], lr=-0.1), "lr must be finite and positive"),
         (lambda: descend(bowl, [0.0, 0.0], lr=math.nan), "lr must be finite and positive"),
         (lambda: descend(bowl, [0.0, 0.0], lr=math.inf), "lr must be finite and positive"),
-        (lambda: descend(bowl, [0.0, 0.0], lr="0.1"), "lr must be a positive number"),
+        (lambda: descend(bowl, [0.0, 0.0], lr="0.1"), "lr must be a positive"),
         (lambda: descend(bowl, [0.0, 0.0], steps=0), "steps must be an integer of at least 1"),
         (lambda: descend(bowl, [0.0, 0.0], steps=2.5), "steps must be an integer"),
         (lambda: descend(bowl, [[0.0, 0.0]]), r"start must be a 1-D vector, got shape \(1, 2\)"),

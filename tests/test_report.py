@@ -3,21 +3,15 @@
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from helpers import png_size
 
 import lossatlas as la
 from lossatlas.report import Section, headline, save_figure, write_report
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
-    return struct.unpack(">II", data[16:24])
 
 
 def synthetic(ndim: int) -> la.Surface:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import struct
 from pathlib import Path
 
 import numpy as np
 import torch
 from browser import open_report, require_browser
+from helpers import png_size
 
 import lossatlas as la
 
@@ -29,12 +29,6 @@ def surface(ndim: int) -> la.Surface:
         settings={"steps": [len(c) for c in coords], "span": [[-1.0, 1.0]] * ndim},
         provenance={"n_samples": 10, "n_params": 3, "seconds": 0.5},
     )
-
-
-def png_size(path: Path) -> tuple[int, int]:
-    data = path.read_bytes()
-    assert data[:8] == b"\x89PNG\r\n\x1a\n" and data[12:16] == b"IHDR"
-    return struct.unpack(">II", data[16:24])
 
 
 def test_report_renders_offline_in_chromium(tmp_path: Path) -> None:

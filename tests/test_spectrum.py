@@ -201,7 +201,7 @@ def test_bad_input_is_one_line_errors():
         ({"k": 0}, "k must be an integer of at least 1"),
         ({"k": 2.5}, "k must be an integer"),
         ({"which": "middle"}, "which must be one of"),
-        ({"tol": -1.0}, "tol must be a positive number"),
+        ({"tol": -1.0}, "tol must be a positive"),
         ({"v0": torch.ones(3)}, "v0 has 3 entries"),
         ({"v0": torch.zeros(67)}, "v0 must be finite and non-zero"),
         ({"max_hvps": 2}, "max_hvps must be an integer of at least 4"),

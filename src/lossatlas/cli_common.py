@@ -23,6 +23,7 @@ from rich.table import Table
 
 from lossatlas.engine import LossatlasWarning
 from lossatlas.errors import LossatlasError
+from lossatlas.result import jsonable
 
 app = typer.Typer(
     name="lossatlas",
@@ -88,25 +89,10 @@ LogOption = Annotated[
 SPEC_HELP = "A built-in problem (see `lossatlas list`) or path/to/file.py:function."
 
 
-def plain(value: Any) -> Any:
-    """A value as JSON types: NaN and inf become None, numpy scalars and arrays plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if hasattr(value, "tolist"):  # numpy scalars and arrays
-        return plain(value.tolist())
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
-
-
 def emit(summary: dict[str, Any], *, as_json: bool, quiet: bool, title: str) -> None:
     """Print the summary: one JSON object with `--json`, a two-column table unless `--quiet`."""
     if as_json:
-        print(json.dumps(plain(summary)))
+        print(json.dumps(jsonable(summary)))
         return
     if quiet:
         return

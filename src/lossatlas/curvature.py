@@ -8,20 +8,18 @@ as a loss increase and, where the problem has metrics, a metric change.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from lossatlas.errors import check_count, check_positive
 from lossatlas.hessian import HessianOperator
 from lossatlas.problem import Problem
-from lossatlas.result import versions
+from lossatlas.result import jsonable, versions
 from lossatlas.sharpness import (
     AdaptiveSharpness,
     EpsilonSharpness,
     adaptive_sharpness,
-    count,
-    positive,
 )
 from lossatlas.sharpness import epsilon_sharpness as keskar
 from lossatlas.sharpness_average import AverageSharpness, average_sharpness
@@ -64,16 +62,7 @@ class SharpnessReport:
     def to_dict(self) -> dict[str, Any]:
         """Headline numbers and settings as plain JSON types (NaN and inf become None)."""
 
-        def clean(value: Any) -> Any:
-            if isinstance(value, float):
-                return value if math.isfinite(value) else None
-            if isinstance(value, dict):
-                return {k: clean(v) for k, v in value.items()}
-            if isinstance(value, (list, tuple)):
-                return [clean(v) for v in value]
-            return value
-
-        return clean(
+        return jsonable(
             {
                 "lambda_max": self.lambda_max,
                 "eigenvalues": [float(v) for v in self.eigen.eigenvalues],
@@ -135,10 +124,10 @@ def sharpness_report(
     """
     began = time.perf_counter()
     for name, value in (("epsilon", epsilon), ("sigma", sigma), ("rho", rho), ("tol", tol)):
-        positive(name, value)  # mistakes fail now, not after minutes of Hessian products
-    count("samples", samples, 2)
-    count("trace_vectors", trace_vectors, 3)
-    count("k", k, 1)
+        check_positive(name, value)  # mistakes fail now, not after minutes of Hessian products
+    check_count("samples", samples, 2)
+    check_count("trace_vectors", trace_vectors, 3)
+    check_count("k", k, 1)
     stable_lr(1.0, lr=lr, momentum=momentum)
     op = HessianOperator(problem, **operator_options)
     k = min(k, op.dim)  # a tiny model has fewer eigenvalues than the default asks for

@@ -31,7 +31,7 @@ from torch.func import functional_call
 
 from lossatlas.directions import Directions
 from lossatlas.engine import Evaluator, one_line, probe
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count
 from lossatlas.interpolation import barrier
 from lossatlas.model_args import model_parts
 from lossatlas.optimizers import check_lr, resolve_optimizer
@@ -41,12 +41,6 @@ from lossatlas.result import versions
 
 KINDS = ("bezier", "chain")
 Weights = dict[str, torch.Tensor]
-
-
-def _integer(name: str, value: Any, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise LossatlasError(f"{name} must be an integer of at least {least}, got {value!r}")
-    return int(value)
 
 
 def _weights(problem: Problem, source: Any, what: str) -> Weights:
@@ -189,12 +183,12 @@ def fit_curve(
     """
     if kind not in KINDS:
         raise LossatlasError(f"kind={kind!r} is not one of {KINDS}")
-    bends = _integer("bends", bends, 1)
+    bends = check_count("bends", bends, 1)
     if kind == "bezier" and bends != 1:
         raise LossatlasError(f"a quadratic Bezier curve has 1 bend, got bends={bends}")
-    steps, seed, lr = _integer("steps", steps, 1), _integer("seed", seed, 0), check_lr(lr)
+    steps, seed, lr = check_count("steps", steps, 1), check_count("seed", seed, 0), check_lr(lr)
     if batch_size is not None:
-        batch_size = _integer("batch_size", batch_size, 1)
+        batch_size = check_count("batch_size", batch_size, 1)
     label, cls, opt_kwargs = resolve_optimizer(optimizer, optimizer_kwargs)
     ends = _weights(problem, a, "a"), _weights(problem, b, "b")
     if isinstance(init, str) and init == "line":
@@ -286,7 +280,7 @@ def curve_losses(
     """
     if not isinstance(curve, Curve):
         raise LossatlasError(f"expected a Curve from fit_curve, got {type(curve).__name__}")
-    steps = _integer("steps", steps, 2)
+    steps = check_count("steps", steps, 2)
     for i, w in enumerate(curve.control_points):
         _weights(problem, w, f"the curve's control point {i}")
     began = time.perf_counter()

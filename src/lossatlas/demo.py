@@ -38,7 +38,7 @@ class _Clock:
     def run(self, name: str, part: Callable[[], Any]) -> Any:
         began = time.perf_counter()
         value = part()
-        self.seconds[name] = time.perf_counter() - began
+        self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - began
         return value
 
 
@@ -140,11 +140,12 @@ def _xy(q: bool, quick: bool) -> tuple[Section, dict[str, Any]]:
     return section, {"xy_mean_loss": float(np.nanmean(land.loss))}
 
 
-def _digits(q: bool, quick: bool, out: Path) -> tuple[list[Section], dict[str, Any]]:
+def _digits(
+    q: bool, quick: bool, out: Path, problem: la.Problem
+) -> tuple[list[Section], dict[str, Any]]:
     from lossatlas.problem_common import init_layers
     from lossatlas.problem_digits import _digits_model
 
-    problem = la.get_problem("digits-mlp", quiet=q)
     dirs = la.random_directions(problem, 2, norm="filter", ignore="biasbn", seed=0)
     steps = 11 if quick else 41
     land = la.surface(
@@ -222,12 +223,13 @@ def run_demo(
         section, found = clock.run(name, lambda part=part: part(quiet, quick))
         sections.append((name, section))
         numbers.update(found)
-    digits, found = clock.run("digits-mlp", lambda: _digits(quiet, quick, out))
+    train = clock.run("digits-mlp", lambda: la.get_problem("digits-mlp", quiet=quiet))
+    digits, found = clock.run("digits-mlp", lambda: _digits(quiet, quick, out, train))
     names = ["digits-mlp", "digits-pca", "digits-sharpness", "digits-density"]
     sections += zip(names, digits)
     numbers.update(found)
     plane = digits[0].result
-    minima, found = clock.run("many minima", lambda: minima_sections(quiet, quick, plane))
+    minima, found = clock.run("many minima", lambda: minima_sections(quiet, quick, train, plane))
     sections += minima
     numbers.update(found)
     page = clock.run(

@@ -14,10 +14,10 @@ from lossatlas.report import Section
 
 
 def minima_sections(
-    quiet: bool, quick: bool, train_plane: la.Surface
+    quiet: bool, quick: bool, train: la.Problem, train_plane: la.Surface
 ) -> tuple[list[tuple[str, Section]], dict[str, Any]]:
-    """`(file name, section)` pairs and headline numbers."""
-    train = la.get_problem("digits-mlp", quiet=quiet)
+    """`(file name, section)` pairs and headline numbers, for the trained digits MLP `train`
+    and its filter-normalised plane `train_plane`."""
     test = la.get_problem("digits-mlp", split="test", quiet=quiet)
     steps = train_plane.settings["steps"][0]
     test_plane = la.surface(test, train_plane.directions, steps, (-1.0, 1.0), quiet=quiet)

@@ -21,12 +21,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count, check_positive
 from lossatlas.hessian import as_operator
 from lossatlas.lanczos import gauss_quadrature, lanczos_columns
 from lossatlas.progress import progress
 from lossatlas.result import versions
-from lossatlas.spectrum import Source, _count, _positive
+from lossatlas.spectrum import Source
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -73,7 +73,7 @@ class Density:
 
     def moments(self, k: int) -> np.ndarray:
         """Per vector, `sum_j tau_j^2 theta_j^k = v^T H^k v / v^T v` (exact for `k < 2m`)."""
-        k = _count(k, "k", 0)
+        k = check_count("k", k, 0)
         return (self.weights * np.nan_to_num(self.nodes) ** k).sum(axis=1)
 
     def moment(self, k: int) -> float:
@@ -99,7 +99,7 @@ class Density:
         if sigma is None:
             width = hi - lo if hi > lo else max(abs(hi), abs(lo))
             sigma = 0.01 * width if width > 0 else 1e-3
-        sigma = _positive(sigma, "sigma")
+        sigma = check_positive("sigma", sigma)
         if grid is None:
             grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, 1001)
         grid = _check_grid(grid)
@@ -148,10 +148,10 @@ def spectral_density(
         **operator_options: passed to `HessianOperator` (`params`, `data`, `at`, ...).
     """
     op = as_operator(source, **operator_options)
-    n_vectors, steps = _count(n_vectors, "n_vectors"), _count(steps, "steps")
-    sigma = None if sigma is None else _positive(sigma, "sigma")
+    n_vectors, steps = check_count("n_vectors", n_vectors), check_count("steps", steps)
+    sigma = None if sigma is None else check_positive("sigma", sigma)
     grid = None if grid is None else _check_grid(grid)
-    block = min(n_vectors, op.vectors_per_pass) if block is None else _count(block, "block")
+    block = min(n_vectors, op.vectors_per_pass) if block is None else check_count("block", block)
     m = min(steps, op.dim)
     start, hvps0 = time.perf_counter(), op.hvps
     gen = torch.Generator().manual_seed(int(seed))

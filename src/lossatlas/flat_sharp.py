@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from lossatlas.directions import random_directions
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count
 from lossatlas.figures import CENTRE, _check_size, _save
 from lossatlas.minima import MinimaComparison, compare_minima
 from lossatlas.problem import Problem
@@ -33,7 +33,7 @@ from lossatlas.result import Surface, versions
 from lossatlas.static import figure_path
 from lossatlas.surface import grid_axes, surface
 from lossatlas.training import TrainedModel, train
-from lossatlas.training_loop import check_same_model, count, threads_for
+from lossatlas.training_loop import check_same_model, threads_for
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -122,16 +122,16 @@ def flat_vs_sharp(
     """
     check_same_model(problem, val)
     n = problem.n_samples
-    large = n if large_batch is None else count("large_batch", large_batch, 1)
-    small = count("small_batch", small_batch, 1)
+    large = n if large_batch is None else check_count("large_batch", large_batch, 1)
+    small = check_count("small_batch", small_batch, 1)
     if large > n:
         raise LossatlasError(f"large_batch={large} exceeds the {n} samples of the problem")
     if small >= large:
         raise LossatlasError(f"small_batch ({small}) must be smaller than large_batch ({large})")
     grid_axes(line_steps, span, 1)  # mistakes fail before training
     if threads is not None:
-        count("threads", threads, 1)
-    dseed = seed if direction_seed is None else count("direction_seed", direction_seed, 0)
+        check_count("threads", threads, 1)
+    dseed = seed if direction_seed is None else check_count("direction_seed", direction_seed, 0)
     began = time.perf_counter()
     common = {
         "seed": seed,

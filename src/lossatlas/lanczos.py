@@ -13,24 +13,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count
 from lossatlas.hessian import HessianOperator
-
-
-def _count(value: Any, what: str, low: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise LossatlasError(f"{what} must be an integer of at least {low}, got {value!r}")
-    return int(value)
-
-
-def _positive(value: Any, what: str) -> float:
-    try:
-        ok = float(value) > 0 and np.isfinite(float(value))
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise LossatlasError(f"{what} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def start_vector(op: HessianOperator, v0: Any, seed: int) -> np.ndarray:
@@ -105,7 +89,7 @@ def lanczos_columns(
     Columns must be non-zero. Returns per column `alpha` and `beta`, and `Q` as a
     `(columns, m, dim)` tensor (None without re-orthogonalisation).
     """
-    m = min(_count(m, "m"), op.dim)
+    m = min(check_count("m", m), op.dim)
     work = work_dtype(op)
     q = V0.T.to(op.device, work)
     q = q / q.norm(dim=1, keepdim=True)

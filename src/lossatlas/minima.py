@@ -18,12 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count, check_positive
 from lossatlas.hessian import HessianOperator
 from lossatlas.problem import Problem
 from lossatlas.progress import progress
 from lossatlas.result import versions
-from lossatlas.sharpness import count, epsilon_sharpness, positive
+from lossatlas.sharpness import epsilon_sharpness
 from lossatlas.sharpness_average import average_sharpness
 from lossatlas.spectrum import hessian_eigen
 from lossatlas.training import TrainedModel
@@ -162,10 +162,10 @@ def compare_minima(
             seeded subset), as for `HessianOperator`.
         quiet: no progress bar.
     """
-    k, samples = count("k", k, 1), count("samples", samples, 2)
-    count("epsilon_iter", epsilon_iter, 1)
+    k, samples = check_count("k", k, 1), check_count("samples", samples, 2)
+    check_count("epsilon_iter", epsilon_iter, 1)
     for name, value in (("tol", tol), ("epsilon", epsilon), ("sigma", sigma)):
-        positive(name, value)
+        check_positive(name, value)
     if val is not None:
         check_same_model(problem, val)
     trained = _as_models(problem, models)

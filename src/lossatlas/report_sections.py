@@ -21,6 +21,7 @@ from lossatlas.descent import Trajectory
 from lossatlas.errors import LossatlasError
 from lossatlas.figures import _background
 from lossatlas.functions import FUNCTIONS, TestFunction
+from lossatlas.report import headline
 from lossatlas.result import Surface
 from lossatlas.static import describe
 from lossatlas.sweep import Run, Sweep
@@ -95,15 +96,18 @@ def _surface(s: Surface, log: bool) -> Parts:
         raise LossatlasError(f"can only report 1D or 2D surfaces, this one is {s.ndim}D")
     text = describe(s)
     out = Parts(text[0].upper() + text[1:])
-    finite = np.isfinite(s.loss)
-    index = tuple(int(np.argmin(np.abs(c))) for c in s.coords)
-    if all(abs(c[i]) <= 1e-9 * max(1.0, np.ptp(c)) for c, i in zip(s.coords, index)):
-        out.cards["loss at the centre"] = float(s.loss[index])
-        out.cards.update({f"{m} at the centre": float(g[index]) for m, g in s.metrics.items()})
-    if finite.any():
-        out.cards["lowest loss"] = float(s.loss[finite].min())
-        out.cards["at"] = "(" + ", ".join(f"{c:.3g}" for c in s.argmin()) + ")"
-    out.cards["non-finite points"] = s.nonfinite or None
+    head = headline(s)
+    out.cards["loss at the centre"] = head["loss_center"]
+    out.cards.update({f"{m} at the centre": head[f"{m}_center"] for m in s.metrics})
+    out.cards["lowest loss"] = head["loss_min"]
+    where = head["argmin"]
+    d = s.directions.settings
+    if where and d.get("kind") == "axis":  # say where in weights, not in offsets
+        where = [w0 + c for w0, c in zip(d["origin_values"], where)]
+        out.cards["at weights"] = ", ".join(f"{e} = {w:.4g}" for e, w in zip(d["entries"], where))
+    elif where:
+        out.cards["at"] = "(" + ", ".join(f"{c:.3g}" for c in where) + ")"
+    out.cards["non-finite points"] = head["nonfinite"] or None
     if s.ndim == 1:
         caption = "Loss along the line; the dotted line is the centre. Gaps are non-finite losses."
         if s.slopes is not None:

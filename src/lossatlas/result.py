@@ -8,6 +8,7 @@ the data size and fingerprint, counts of model calls, timings and versions.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 from dataclasses import dataclass, field, replace
@@ -104,6 +105,22 @@ class Surface:
                     group.create_dataset(f"{i}/{name}", data=t.detach().cpu().numpy())
         os.replace(tmp, path)
         return path
+
+
+def jsonable(value: Any) -> Any:
+    """A value as JSON types (for `--json` and `to_dict`): NaN and inf become None, numpy
+    scalars and arrays plain numbers, paths strings."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalars and arrays
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Path):
+        return str(value)
+    return value
 
 
 def with_paths(surface: Surface, paths: dict[str, Any]) -> Surface:

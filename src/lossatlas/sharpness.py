@@ -37,28 +37,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count, check_positive
 from lossatlas.hessian import HessianOperator, as_operator
 from lossatlas.problem import Problem
 from lossatlas.result import versions
 
 FLAT = 1e-12  # a first-order gain below FLAT * (1 + |L|) counts as a vanishing gradient
-
-
-def positive(name: str, value: Any) -> float:
-    """`value` as a positive finite float, or a one-line error naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise LossatlasError(f"{name} must be a positive number, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise LossatlasError(f"{name} must be a positive finite number, got {value!r}")
-    return float(value)
-
-
-def count(name: str, value: Any, least: int) -> int:
-    """`value` as an integer of at least `least`, or a one-line error naming `name`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        raise LossatlasError(f"{name} must be an integer of at least {least}, got {value!r}")
-    return value
 
 
 def changes(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
@@ -159,7 +143,7 @@ def epsilon_sharpness(
     """
     from scipy.optimize import Bounds, minimize
 
-    epsilon, max_iter = positive("epsilon", epsilon), count("max_iter", max_iter, 1)
+    epsilon, max_iter = check_positive("epsilon", epsilon), check_count("max_iter", max_iter, 1)
     op = as_operator(source, **operator_options)
     start = time.perf_counter()
     x = op.flatten(op.point).to("cpu", torch.float64).numpy()
@@ -273,10 +257,10 @@ def adaptive_sharpness(
         LossatlasError: `rho <= 0`, `p` not 2 or inf, `steps < 1`, `step_size <= 0`,
             `eta < 0`, or a bad operator option.
     """
-    rho, steps = positive("rho", rho), count("steps", steps, 1)
+    rho, steps = check_positive("rho", rho), check_count("steps", steps, 1)
     if isinstance(p, bool) or p not in (2, math.inf):
         raise LossatlasError(f"p must be 2 or math.inf, got {p!r}")
-    step = rho if step_size is None else positive("step_size", step_size)
+    step = rho if step_size is None else check_positive("step_size", step_size)
     if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0 <= eta < math.inf:
         raise LossatlasError(f"eta must be a non-negative number, got {eta!r}")
     op = as_operator(source, **operator_options)

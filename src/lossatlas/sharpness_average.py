@@ -27,12 +27,12 @@ import torch
 
 from lossatlas.directions import Directions
 from lossatlas.engine import Evaluator, probe
+from lossatlas.errors import check_count, check_positive
 from lossatlas.hessian import HessianOperator, as_operator
 from lossatlas.planning import default_budget, parse_bytes
 from lossatlas.problem import Problem
 from lossatlas.progress import progress
 from lossatlas.result import versions
-from lossatlas.sharpness import count, positive
 
 
 @dataclass(frozen=True, eq=False)
@@ -106,7 +106,7 @@ def average_sharpness(
     Raises:
         LossatlasError: `sigma <= 0`, `n_samples < 2`, or a bad operator option.
     """
-    sigma, n = positive("sigma", sigma), count("n_samples", n_samples, 2)
+    sigma, n = check_positive("sigma", sigma), check_count("n_samples", n_samples, 2)
     op = as_operator(source, **operator_options)
     start = time.perf_counter()
     problem = _selected_problem(op)

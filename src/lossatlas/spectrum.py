@@ -20,9 +20,9 @@ import torch
 
 from lossatlas.directions import Directions
 from lossatlas.engine import LossatlasWarning
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count, check_positive
 from lossatlas.hessian import HessianOperator, as_operator
-from lossatlas.lanczos import _count, _positive, lanczos_eigen, ritz_order, start_vector, work_dtype
+from lossatlas.lanczos import lanczos_eigen, ritz_order, start_vector, work_dtype
 from lossatlas.problem import Problem
 from lossatlas.result import versions
 
@@ -167,12 +167,12 @@ def hessian_eigen(
     op = as_operator(source, **operator_options)
     if which not in WHICH:
         raise LossatlasError(f"which must be one of {tuple(WHICH)}, got {which!r}")
-    k = _count(k, "k")
-    tol = _positive(tol, "tol")
+    k = check_count("k", k)
+    tol = check_positive("tol", tol)
     if max_hvps is not None:
-        _count(max_hvps, "max_hvps", k + 3)
+        check_count("max_hvps", max_hvps, k + 3)
     if ncv is not None:
-        _count(ncv, "ncv", k + 1)
+        check_count("ncv", ncv, k + 1)
     if k > op.dim:
         raise LossatlasError(f"k={k} exceeds the number of parameters differentiated ({op.dim})")
     start, hvps0 = time.perf_counter(), op.hvps
@@ -238,12 +238,12 @@ def _arpack(op, k, which, tol, v, ncv, max_hvps) -> tuple[np.ndarray, np.ndarray
     """ARPACK's eigenpairs (only those it converged if it runs out of restarts)."""
     from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
 
-    ncv = min(op.dim, max(2 * k + 1, 20)) if ncv is None else _count(ncv, "ncv", k + 1)
+    ncv = min(op.dim, max(2 * k + 1, 20)) if ncv is None else check_count("ncv", ncv, k + 1)
     ncv = min(ncv, op.dim)
     maxiter = 10 * op.dim
     if max_hvps is not None:
         # ARPACK spends about ncv + 1 products on its first basis and at most ncv - k per restart.
-        budget = _count(max_hvps, "max_hvps", k + 3)
+        budget = check_count("max_hvps", max_hvps, k + 3)
         ncv = max(k + 1, min(ncv, (budget + k - 1) // 2))
         maxiter = max(1, (budget - ncv - 1) // (ncv - k))
     settings = {"solver": "arpack (scipy.sparse.linalg.eigsh)", "ncv": ncv, "maxiter": maxiter}
@@ -286,8 +286,8 @@ def power_iteration(
         **operator_options: passed to `HessianOperator`.
     """
     op = as_operator(source, **operator_options)
-    tol = _positive(tol, "tol")
-    max_iter = _count(max_iter, "max_iter")
+    tol = check_positive("tol", tol)
+    max_iter = check_count("max_iter", max_iter)
     start, hvps0 = time.perf_counter(), op.hvps
     work = work_dtype(op)
     v = torch.from_numpy(start_vector(op, v0, seed)).to(op.device, work)

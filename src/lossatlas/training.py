@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from lossatlas.engine import one_line
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count
 from lossatlas.optimizers import check_lr, make_schedule, resolve_optimizer
 from lossatlas.problem import Problem
 from lossatlas.problem_common import check_seed
@@ -30,7 +30,6 @@ from lossatlas.training_loop import (
     all_data,
     batch_order,
     check_same_model,
-    count,
     fresh_init,
     run_steps,
     threads_for,
@@ -150,20 +149,20 @@ def train(
         LossatlasError: a bad argument, or a model or loss that fails in training.
     """
     seed = check_seed(seed)
-    steps = count("steps", steps, 1)
+    steps = check_count("steps", steps, 1)
     n = problem.n_samples
-    batch = n if batch_size is None else count("batch_size", batch_size, 1)
+    batch = n if batch_size is None else check_count("batch_size", batch_size, 1)
     if batch > n:
         raise LossatlasError(f"batch_size={batch} exceeds the {n} samples of the problem")
     label, cls, opt_kwargs = resolve_optimizer(optimizer, optimizer_kwargs)
     lr = check_lr(lr)
     if init not in INITS:
         raise LossatlasError(f"init must be one of {INITS}, got {init!r}")
-    every = max(1, steps // 10) if eval_every is None else count("eval_every", eval_every, 1)
+    every = max(1, steps // 10) if eval_every is None else check_count("eval_every", eval_every, 1)
     if val is not None:
         check_same_model(problem, val)
     if threads is not None:
-        count("threads", threads, 1)
+        check_count("threads", threads, 1)
     s_init, s_order, s_global = stream_seeds(seed)
 
     began = time.perf_counter()

@@ -10,9 +10,7 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
@@ -61,12 +59,6 @@ def evaluate(problem: Problem, module: nn.Module | None = None) -> dict[str, flo
     finally:
         module.train(was_training)
     return total
-
-
-def count(name: str, value: Any, least: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-        raise LossatlasError(f"{name} must be an integer of at least {least}, got {value!r}")
-    return int(value)
 
 
 def all_data(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count
 from lossatlas.optimizers import check_lr, resolve_optimizer
 from lossatlas.problem import Problem
 from lossatlas.problem_common import check_seed
@@ -23,7 +23,6 @@ from lossatlas.progress import progress
 from lossatlas.result import versions
 from lossatlas.spec import read_state_dict
 from lossatlas.training import TrainedModel, train
-from lossatlas.training_loop import count
 
 _GRID = {
     "optimizer": "optimizers",
@@ -80,7 +79,7 @@ def train_runs(
     for lr in grid.get("lr", [common.get("lr", 0.1)]):
         check_lr(lr)
     for b in grid.get("batch_size", []):
-        if b is not None and count("batch_size", b, 1) > problem.n_samples:
+        if b is not None and check_count("batch_size", b, 1) > problem.n_samples:
             raise LossatlasError(f"batch_size={b} exceeds the {problem.n_samples} samples")
     for s in grid.get("seed", []):
         check_seed(s)
