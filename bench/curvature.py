@@ -26,8 +26,8 @@ import torch
 from surface import cpu_name, matmul_rate
 
 import lossatlas as la
-from lossatlas.hessian import HessianOperator
-from lossatlas.problems import digits_mlp
+from lossatlas.curvature.operator import HessianOperator
+from lossatlas.problems.registry import digits_mlp
 
 TARGET = 1e-3
 

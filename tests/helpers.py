@@ -12,14 +12,14 @@ from pathlib import Path
 def run_cli(
     *args: str, cwd: Path | None = None, cache: Path | None = None, **env: str
 ) -> subprocess.CompletedProcess:
-    """`python -m lossatlas.cli ARGS` as a user would run it (LOSSATLAS_QUIET unset unless
+    """`python -m lossatlas ARGS` as a user would run it (LOSSATLAS_QUIET unset unless
     given); `cache` is the weights cache (default: `cwd/cache` when `cwd` is given)."""
     environ = {k: v for k, v in os.environ.items() if k != "LOSSATLAS_QUIET"}
     cache = cache or (cwd / "cache" if cwd is not None else None)
     if cache is not None:
         environ["LOSSATLAS_CACHE"] = str(cache)
     return subprocess.run(
-        [sys.executable, "-m", "lossatlas.cli", *args],
+        [sys.executable, "-m", "lossatlas", *args],
         capture_output=True,
         text=True,
         env={**environ, **env},

@@ -12,8 +12,8 @@ from PIL import Image, ImageSequence
 from torch import nn
 
 import lossatlas as la
-from lossatlas import animation
-from lossatlas.animation import animate, frame_steps
+from lossatlas.plot import animation
+from lossatlas.plot.animation import animate, frame_steps
 
 STEPS = 12
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 import lossatlas as la
-from lossatlas.trajectory import path_losses, pca_directions
+from lossatlas.landscape.trajectory import path_losses, pca_directions
 
 CE = nn.CrossEntropyLoss()
 METRICS = {"accuracy": la.accuracy}

@@ -12,8 +12,8 @@ import torch
 from helpers import png_size, run_cli
 
 import lossatlas as la
-from lossatlas import cli_common
-from lossatlas.problems import DIGITS_VERSION, digits_mlp, get_problem, linreg
+from lossatlas.cli import common as cli_common
+from lossatlas.problems.registry import DIGITS_VERSION, digits_mlp, get_problem, linreg
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 from helpers import run_cli
 
 import lossatlas as la
-from lossatlas.problems import linreg, one_weight
+from lossatlas.problems.registry import linreg, one_weight
 
 
 def ok_json(proc: subprocess.CompletedProcess) -> dict:

@@ -6,9 +6,9 @@ import json
 import subprocess
 import sys
 
-from lossatlas.functions import FUNCTIONS
-from lossatlas.optimizers import OPTIMIZERS, SCHEDULES
-from lossatlas.problems import PROBLEMS
+from lossatlas.descent.functions import FUNCTIONS
+from lossatlas.descent.optimizers import OPTIMIZERS, SCHEDULES
+from lossatlas.problems.registry import PROBLEMS
 
 
 def test_list_names_everything():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from helpers import run_cli
 
-from lossatlas.problems import linreg
+from lossatlas.problems.registry import linreg
 
 
 def test_json_report_on_linreg_matches_the_closed_form():

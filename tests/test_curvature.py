@@ -11,7 +11,7 @@ from cases import build_case
 from torch import nn
 
 import lossatlas as la
-from lossatlas.curvature import sharpness_report
+from lossatlas.curvature.summary import sharpness_report
 
 
 def test_report_equals_the_separate_measures():

@@ -13,14 +13,14 @@ from cases import build_case
 from reference import evaluate, moved_copy
 from torch import nn
 
-from lossatlas.curves import Curve, CurveLosses, coefficients, curve_losses, fit_curve
-from lossatlas.curves_plot import plot_curve
-from lossatlas.directions import Directions
-from lossatlas.engine import Evaluator
+from lossatlas.core.directions import Directions
+from lossatlas.core.engine import Evaluator
+from lossatlas.core.metrics import error
+from lossatlas.core.problem import Problem
 from lossatlas.errors import LossatlasError
-from lossatlas.metrics import error
-from lossatlas.problem import Problem
-from lossatlas.storage import load, save
+from lossatlas.io.storage import load, save
+from lossatlas.minima.curves import Curve, CurveLosses, coefficients, curve_losses, fit_curve
+from lossatlas.plot.curves import plot_curve
 
 CE = nn.CrossEntropyLoss()
 

@@ -11,9 +11,10 @@ from PIL import Image
 from torch import nn
 
 import lossatlas as la
-from lossatlas.density import Density, plot_density, spectral_density
-from lossatlas.hessian import HessianOperator
-from lossatlas.lanczos import gauss_quadrature, lanczos, lanczos_columns
+from lossatlas.curvature.density import Density, spectral_density
+from lossatlas.curvature.lanczos import gauss_quadrature, lanczos, lanczos_columns
+from lossatlas.curvature.operator import HessianOperator
+from lossatlas.plot.density import plot_density
 
 
 def planted(spectrum, seed: int = 0) -> tuple[la.Problem, np.ndarray]:

@@ -13,9 +13,9 @@ from reference import evaluate
 from torch import nn
 
 import lossatlas as la
-from lossatlas.compare import compare
-from lossatlas.descent import POSITION_BUDGET, Trajectory, descend
-from lossatlas.sweep import sweep
+from lossatlas.descent.comparison import compare
+from lossatlas.descent.run import POSITION_BUDGET, Trajectory, descend
+from lossatlas.descent.sweeps import sweep
 
 # -- objectives and their hand-written gradients ---------------------------------------------
 M = np.array([2.0, -3.0])

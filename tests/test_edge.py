@@ -11,7 +11,7 @@ from PIL import Image
 from torch import nn
 
 import lossatlas as la
-from lossatlas.edge import EdgeOfStability
+from lossatlas.curvature.edge import EdgeOfStability
 
 
 def train(every: int, momentum: float = 0.0, scheduled: bool = False):

@@ -10,7 +10,7 @@ from reference import evaluate, moved_copy
 from torch import nn
 
 import lossatlas as la
-from lossatlas.planning import parse_bytes
+from lossatlas.core.planning import parse_bytes
 
 CE = nn.CrossEntropyLoss()
 METRICS = {"accuracy": la.accuracy}
@@ -175,7 +175,7 @@ def test_bad_evaluator_arguments(mlp_case, kwargs, match):
 
 def test_a_run_is_cut_into_several_chunks(mlp_case):
     """However large the budget, a run has at least MIN_CHUNKS chunks (progress, resume)."""
-    from lossatlas.planning import MIN_CHUNKS
+    from lossatlas.core.planning import MIN_CHUNKS
 
     problem = la.Problem(mlp_case.model, CE, data=(mlp_case.X, mlp_case.y))
     dirs = la.random_directions(problem, 2, seed=0)

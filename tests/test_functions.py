@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from lossatlas import functions as lf
+from lossatlas.descent import functions as lf
 from lossatlas.errors import LossatlasError
 
 F64 = torch.float64

@@ -10,7 +10,7 @@ from curvature_reference import dense_hessian, planted_quadratic
 from torch import nn
 
 import lossatlas as la
-from lossatlas.hessian import HessianOperator, select_params
+from lossatlas.curvature.operator import HessianOperator, select_params
 
 
 def problem_of(case, batch: int | None = None, **kwargs) -> la.Problem:

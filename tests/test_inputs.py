@@ -13,10 +13,11 @@ from cases import build_case
 from torch import nn
 
 import lossatlas as la
-from lossatlas.engine import LossatlasWarning
-from lossatlas.inputs import InputSurface, input_surface, per_sample_loss, plot_input_surface
-from lossatlas.inputs_eval import PerSample
-from lossatlas.problem import batch_value
+from lossatlas.core.problem import batch_value
+from lossatlas.errors import LossatlasWarning
+from lossatlas.landscape.input_eval import PerSample
+from lossatlas.landscape.inputs import InputSurface, input_surface, per_sample_loss
+from lossatlas.plot.inputs import plot_input_surface
 
 RTOL, ATOL = 1e-10, 1e-12
 

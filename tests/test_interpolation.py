@@ -14,9 +14,9 @@ from reference import evaluate
 from torch import nn
 
 import lossatlas as la
-from lossatlas import storage
-from lossatlas.engine import Evaluator
-from lossatlas.interpolation import (
+from lossatlas.core.engine import Evaluator
+from lossatlas.io import storage
+from lossatlas.minima.interpolation import (
     BarrierMatrix,
     Interpolation,
     barrier,
@@ -25,7 +25,7 @@ from lossatlas.interpolation import (
     interpolation_grid,
     plane_through,
 )
-from lossatlas.interpolation_plot import figure_interpolation, plot_barriers, plot_interpolation
+from lossatlas.plot.interpolation import figure_interpolation, plot_barriers, plot_interpolation
 
 CE = nn.CrossEntropyLoss()
 

@@ -1,4 +1,4 @@
-"""Comparing minima (`lossatlas.minima`) and the flat-versus-sharp study (`flat_sharp`)."""
+"""Comparing minima (`minima.comparison`) and the flat-versus-sharp study (`flat_sharp`)."""
 
 from __future__ import annotations
 
@@ -11,15 +11,17 @@ from cases import build_case
 from torch import nn
 from torch.func import functional_call, hessian
 
-from lossatlas import storage
+from lossatlas.core.metrics import accuracy
+from lossatlas.core.problem import Problem
+from lossatlas.core.seeding import init_layers
 from lossatlas.errors import LossatlasError
-from lossatlas.flat_sharp import FlatSharpStudy, flat_vs_sharp, plot_flat_vs_sharp
-from lossatlas.metrics import accuracy
-from lossatlas.minima import MinimaComparison, compare_minima
-from lossatlas.problem import Problem
-from lossatlas.problem_common import init_layers
-from lossatlas.training import train
-from lossatlas.training_runs import from_checkpoints, train_runs
+from lossatlas.io import storage
+from lossatlas.io.checkpoints import from_checkpoints
+from lossatlas.minima.comparison import MinimaComparison, compare_minima
+from lossatlas.minima.flat_sharp import FlatSharpStudy, flat_vs_sharp
+from lossatlas.plot.flat_sharp import plot_flat_vs_sharp
+from lossatlas.training.runs import train_runs
+from lossatlas.training.trainer import train
 
 
 def classifier() -> nn.Sequential:

@@ -12,7 +12,8 @@ from PIL import Image
 from torch import nn
 
 import lossatlas as la
-from lossatlas import lines, plots
+from lossatlas.plot import lines
+from lossatlas.plot import paths as plots
 
 BOX = ((-2.0, 2.0), (-1.0, 3.0))  # Rosenbrock's own box
 

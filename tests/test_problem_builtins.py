@@ -10,9 +10,10 @@ import pytest
 import torch
 
 import lossatlas as la
-from lossatlas import problem_teacher, problem_toys
-from lossatlas.problem_common import init_layers
-from lossatlas.problems import PROBLEMS, get_problem
+from lossatlas.core.seeding import init_layers
+from lossatlas.problems import teacher as problem_teacher
+from lossatlas.problems import toys as problem_toys
+from lossatlas.problems.registry import PROBLEMS, get_problem
 
 NAMES = ("tiny-7", "xy-regression", "teacher-cnn")
 # name: (module, its train function, its steps constant, a builder of the untrained model)

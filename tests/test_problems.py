@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import lossatlas as la
-from lossatlas.problems import PROBLEMS, get_problem, linreg, one_weight
+from lossatlas.problems.registry import PROBLEMS, get_problem, linreg, one_weight
 
 
 def test_one_weight_loss_and_slope_are_the_closed_forms():

@@ -11,7 +11,7 @@ import torch
 from helpers import png_size
 
 import lossatlas as la
-from lossatlas.report import Section, headline, save_figure, write_report
+from lossatlas.report.page import Section, headline, save_figure, write_report
 
 
 def synthetic(ndim: int) -> la.Surface:
@@ -81,7 +81,7 @@ def traces(fig, kind: str) -> list:
 
 
 def test_runs_on_a_function_are_drawn_where_they_went() -> None:
-    from lossatlas.report_sections import parts
+    from lossatlas.report.sections import parts
 
     bowl = la.get_function("bowl")
     runs = la.sweep(bowl, starts=[[-5.0, 5.0], [4.0, 6.0]], lrs=[0.2, 1.5], steps=12, quiet=True)
@@ -95,10 +95,10 @@ def test_runs_on_a_function_are_drawn_where_they_went() -> None:
         np.testing.assert_array_equal(np.array(line.y, float), pos[:, 1])
     # 3D: each point sits at log10 of the run's own loss there (plus a small lift; floored at
     # the grid's lowest value, as the surface is), or is left out when the run left the box.
-    from lossatlas.figures import _background
-    from lossatlas.report_sections import GRID_STEPS
+    from lossatlas.report.sections import GRID_STEPS
+    from lossatlas.scene.background import background_of
 
-    bg = _background(bowl, log=True, steps=GRID_STEPS, box=None, title=None)
+    bg = background_of(bowl, log=True, steps=GRID_STEPS, box=None, title=None)
     (x0, x1), (y0, y1) = bowl.box
     lift = None
     for t3, run in zip(traces(surf, "scatter3d"), runs):
@@ -119,7 +119,7 @@ def test_runs_on_a_function_are_drawn_where_they_went() -> None:
 
 
 def test_comparison_draws_each_optimizer_at_its_best_lr() -> None:
-    from lossatlas.report_sections import parts
+    from lossatlas.report.sections import parts
 
     rosen = la.get_function("rosenbrock")
     cmp = la.compare(
@@ -137,7 +137,7 @@ def test_comparison_draws_each_optimizer_at_its_best_lr() -> None:
 
 
 def test_surface_paths_are_drawn_on_the_contour_and_the_3d_view(tmp_path: Path) -> None:
-    from lossatlas.report_sections import parts
+    from lossatlas.report.sections import parts
 
     problem = la.linreg()
     dirs = la.random_directions(problem, 2, norm="model", ignore=None, seed=0)
@@ -159,7 +159,7 @@ def test_surface_paths_are_drawn_on_the_contour_and_the_3d_view(tmp_path: Path) 
 
 
 def test_sharpness_and_density_sections() -> None:
-    from lossatlas.report_sections import parts
+    from lossatlas.report.sections import parts
 
     problem = la.linreg()
     report = la.sharpness_report(problem, k=2, trace_vectors=4, samples=4, quiet=True)
@@ -178,7 +178,7 @@ def test_sharpness_and_density_sections() -> None:
 
 
 def test_section_wrapper_and_log_ticks(tmp_path: Path) -> None:
-    from lossatlas.report_figures import _log_bar
+    from lossatlas.report.figures import _log_bar
 
     bar = _log_bar(np.log10(np.array([2.7, 9.0])), "loss")  # within a decade: 1-1.5-2-3-5-7
     assert bar["ticktext"] == ["3", "5", "7"]
@@ -189,7 +189,7 @@ def test_section_wrapper_and_log_ticks(tmp_path: Path) -> None:
 
 
 def test_train_and_validation_side_by_side(tmp_path: Path) -> None:
-    from lossatlas.report_sections import parts
+    from lossatlas.report.sections import parts
 
     train = synthetic(2)
     val = la.Surface(
@@ -216,13 +216,13 @@ def test_train_and_validation_side_by_side(tmp_path: Path) -> None:
 
 
 def test_interpolation_barrier_and_curve_sections(tmp_path: Path) -> None:
-    from lossatlas.report_sections import parts
+    from lossatlas.report.sections import parts
 
     problem = la.linreg()
     a = {k: v.clone() for k, v in problem.params.items()}
     b = {k: v + 1.0 for k, v in a.items()}
     c = {k: v - 0.5 for k, v in a.items()}
-    from lossatlas.interpolation import barrier_matrix, interpolate
+    from lossatlas.minima.interpolation import barrier_matrix, interpolate
 
     line = interpolate(problem, a, b, steps=11, metric=None)
     p = parts([line, interpolate(problem, b, c, steps=11, metric=None)], log=False)
@@ -233,7 +233,7 @@ def test_interpolation_barrier_and_curve_sections(tmp_path: Path) -> None:
     q = parts(matrix, log=False)
     np.testing.assert_array_equal(np.array(q.figures[0][0].data[0].z, float), matrix.loss_barrier)
     assert q.cards["largest loss barrier"] == matrix.loss_barrier.max()
-    from lossatlas.curves import curve_losses, fit_curve
+    from lossatlas.minima.curves import curve_losses, fit_curve
 
     curve = curve_losses(problem, fit_curve(problem, a, b, steps=5, quiet=True), steps=7)
     r = parts(curve, log=False)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 import lossatlas as la
-from lossatlas.result import Surface
+from lossatlas.landscape.record import Surface
 
 CE = nn.CrossEntropyLoss()
 METRICS = {"accuracy": la.accuracy, "error": la.error}

@@ -12,14 +12,14 @@ from cases import build_case
 from torch import nn
 
 import lossatlas as la
-from lossatlas.hessian import HessianOperator
-from lossatlas.sharpness import (
+from lossatlas.curvature.average import AverageSharpness, average_sharpness
+from lossatlas.curvature.operator import HessianOperator
+from lossatlas.curvature.sharpness import (
     AdaptiveSharpness,
     EpsilonSharpness,
     adaptive_sharpness,
     epsilon_sharpness,
 )
-from lossatlas.sharpness_average import AverageSharpness, average_sharpness
 
 
 class ShiftedQuadraticLoss(nn.Module):

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import lossatlas as la
-from lossatlas.spec import load_problem
+from lossatlas.cli.spec import load_problem
 
 SPEC_FILE = """
 import torch

@@ -10,9 +10,9 @@ from curvature_reference import dense_hessian, planted_quadratic
 from torch import nn
 
 import lossatlas as la
-from lossatlas.hessian import HessianOperator
-from lossatlas.lanczos import gauss_quadrature, lanczos
-from lossatlas.spectrum import Eigen, hessian_directions, hessian_eigen, power_iteration
+from lossatlas.curvature.eigen import Eigen, hessian_directions, hessian_eigen, power_iteration
+from lossatlas.curvature.lanczos import gauss_quadrature, lanczos
+from lossatlas.curvature.operator import HessianOperator
 
 # Indefinite, with a double eigenvalue (1.0) inside the spectrum and distinct ends.
 PLANTED = [-3.0, -1.7, -0.9, -0.3, 0.05, 0.2, 0.6, 1.0, 1.0, 1.4, 2.1, 2.9, 3.8, 5.0, 6.5]

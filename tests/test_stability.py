@@ -9,9 +9,9 @@ import torch
 from curvature_reference import planted_quadratic
 
 import lossatlas as la
-from lossatlas.hessian import HessianOperator
-from lossatlas.problems import linreg
-from lossatlas.stability import max_stable_lr, stable_lr
+from lossatlas.curvature.operator import HessianOperator
+from lossatlas.curvature.stability import max_stable_lr, stable_lr
+from lossatlas.problems.registry import linreg
 
 
 def lambda_max(problem: la.Problem) -> float:

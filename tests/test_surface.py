@@ -1,4 +1,4 @@
-"""Grid values of `lossatlas.surface` against an independent brute-force reference."""
+"""Grid values of `lossatlas.landscape.grid` against an independent brute-force reference."""
 
 from __future__ import annotations
 

@@ -12,8 +12,8 @@ from curvature_reference import dense_hessian, planted_quadratic
 from torch import nn
 
 import lossatlas as la
-from lossatlas.hessian import HessianOperator
-from lossatlas.trace import Trace, hessian_trace
+from lossatlas.curvature.operator import HessianOperator
+from lossatlas.curvature.trace import Trace, hessian_trace
 
 METHODS = ["hutchinson", "hutch++"]
 

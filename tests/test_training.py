@@ -1,4 +1,4 @@
-"""The built-in trainer (`lossatlas.training`) and runs and checkpoints (`training_runs`)."""
+"""The built-in trainer (`training.trainer`), runs and checkpoints."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ import torch
 from cases import build_case
 from torch import nn
 
-from lossatlas import storage
-from lossatlas.engine import LossatlasWarning
-from lossatlas.errors import LossatlasError
-from lossatlas.metrics import accuracy
-from lossatlas.problem import Problem
-from lossatlas.problem_common import init_layers
-from lossatlas.training import TrainedModel, at, train
-from lossatlas.training_loop import evaluate
-from lossatlas.training_runs import from_checkpoints, train_runs
+from lossatlas.core.metrics import accuracy
+from lossatlas.core.problem import Problem
+from lossatlas.core.seeding import init_layers
+from lossatlas.errors import LossatlasError, LossatlasWarning
+from lossatlas.io import storage
+from lossatlas.io.checkpoints import from_checkpoints
+from lossatlas.training.loop import evaluate
+from lossatlas.training.runs import train_runs
+from lossatlas.training.trainer import TrainedModel, at, train
 
 N = 23  # not a multiple of the batch size: epochs leave samples over
 

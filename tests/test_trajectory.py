@@ -16,9 +16,9 @@ from reference import evaluate
 from torch import nn
 
 import lossatlas as la
-import lossatlas.trajectory as trajectory
-from lossatlas.descent import descend
-from lossatlas.trajectory import PCA, WeightRecorder, path_losses, pca_directions
+import lossatlas.landscape.trajectory as trajectory
+from lossatlas.descent.run import descend
+from lossatlas.landscape.trajectory import PCA, WeightRecorder, path_losses, pca_directions
 
 CE = nn.CrossEntropyLoss()
 
@@ -247,7 +247,7 @@ def test_recorder_rejects_other_models_and_files(tmp_path):
 def test_recording_survives_a_killed_run(tmp_path):
     script = (
         "import os, sys, torch\n"
-        "from lossatlas.trajectory import WeightRecorder\n"
+        "from lossatlas.landscape.trajectory import WeightRecorder\n"
         "model = torch.nn.Linear(3, 2)\n"
         "rec = WeightRecorder(model, path=sys.argv[1])\n"
         "for k in range(3):\n"

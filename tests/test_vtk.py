@@ -10,9 +10,9 @@ import pytest
 import torch
 
 import lossatlas as la
-from lossatlas.directions import Directions
-from lossatlas.result import Surface
-from lossatlas.vtk import export_vtp
+from lossatlas.core.directions import Directions
+from lossatlas.io.vtk import export_vtp
+from lossatlas.landscape.record import Surface
 
 
 def make_surface(loss: np.ndarray, coords=None, metrics=None) -> Surface:

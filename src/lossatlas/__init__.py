@@ -1,68 +1,116 @@
-"""lossatlas: see and measure the loss landscapes of neural networks."""
+"""lossatlas: see and measure the loss landscapes of neural networks.
+
+The flat names below are the public API, grouped by the subpackage that holds them; each
+subpackage (`lossatlas.core`, `lossatlas.landscape`, ..., `lossatlas.plot`, `lossatlas.report`,
+`lossatlas.problems`) is importable on its own and also exposes its less common names.
+"""
 
 from __future__ import annotations
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("lossatlas")
-except PackageNotFoundError:  # running from a source tree without installing
-    __version__ = "0.0.0+unknown"
-
-from lossatlas.animation import animate
-from lossatlas.compare import Comparison, compare
-from lossatlas.curvature import SharpnessReport, sharpness_report
-from lossatlas.curves import Curve, CurveLosses, curve_losses, fit_curve
-from lossatlas.curves_plot import figure_curve, plot_curve
-from lossatlas.density import Density, figure_density, plot_density, spectral_density
-from lossatlas.descent import Trajectory, descend
-from lossatlas.directions import (
+from lossatlas import plot, problems, report
+from lossatlas.core import (
     Directions,
+    Problem,
+    accuracy,
     as_directions,
     axis_directions,
     direction_between,
+    error,
     random_directions,
 )
-from lossatlas.edge import EdgeHistory, EdgeOfStability
-from lossatlas.engine import Evaluator, LossatlasWarning
-from lossatlas.errors import LossatlasError
-from lossatlas.flat_sharp import (
-    FlatSharpStudy,
-    figure_flat_vs_sharp,
-    flat_vs_sharp,
-    plot_flat_vs_sharp,
+from lossatlas.core.provenance import __version__
+from lossatlas.curvature import (
+    AdaptiveSharpness,
+    AverageSharpness,
+    Density,
+    EdgeHistory,
+    EdgeOfStability,
+    Eigen,
+    EpsilonSharpness,
+    HessianOperator,
+    SharpnessReport,
+    StableLR,
+    Trace,
+    adaptive_sharpness,
+    average_sharpness,
+    epsilon_sharpness,
+    hessian_directions,
+    hessian_eigen,
+    hessian_trace,
+    max_stable_lr,
+    power_iteration,
+    sharpness_report,
+    spectral_density,
+    stable_lr,
 )
-from lossatlas.functions import (
-    FUNCTIONS,
+from lossatlas.descent import (
+    Comparison,
+    Run,
+    Sweep,
     TestFunction,
+    Trajectory,
+    compare,
+    descend,
     get_function,
     list_functions,
     register_function,
+    sweep,
 )
-from lossatlas.hessian import HessianOperator
-from lossatlas.inputs import InputSurface, input_surface, plot_input_surface
-from lossatlas.interpolation import (
+from lossatlas.errors import LossatlasError, LossatlasWarning
+from lossatlas.io import export_vtp, from_checkpoints, load, save
+from lossatlas.landscape import (
+    PCA,
+    InputSurface,
+    PathLosses,
+    Surface,
+    WeightRecorder,
+    input_surface,
+    path_losses,
+    pca_directions,
+    surface,
+    with_paths,
+)
+from lossatlas.minima import (
     BarrierMatrix,
+    Curve,
+    CurveLosses,
+    FlatSharpStudy,
     Interpolation,
+    MinimaComparison,
     barrier_matrix,
+    compare_minima,
+    curve_losses,
+    fit_curve,
+    flat_vs_sharp,
     interpolate,
     plane_through,
 )
-from lossatlas.interpolation_plot import (
+from lossatlas.plot import (
+    animate,
     figure_barriers,
+    figure_curve,
+    figure_density,
+    figure_edge,
+    figure_flat_vs_sharp,
+    figure_histories,
     figure_interpolation,
+    figure_line,
+    figure_paths,
+    figure_surface_3d,
     plot_barriers,
+    plot_curve,
+    plot_density,
+    plot_edge,
+    plot_flat_vs_sharp,
+    plot_histories,
+    plot_input_surface,
     plot_interpolation,
+    plot_line,
+    plot_paths,
+    plot_surface_3d,
+    save_figure,
 )
-from lossatlas.lines import figure_histories, figure_line, plot_histories, plot_line
-from lossatlas.metrics import accuracy, error
-from lossatlas.minima import MinimaComparison, compare_minima
-from lossatlas.optimizers import OPTIMIZERS, SCHEDULES
-from lossatlas.planning import Plan
-from lossatlas.plots import figure_paths, figure_surface_3d, plot_paths, plot_surface_3d
-from lossatlas.problem import Problem
 from lossatlas.problems import (
-    PROBLEMS,
     digits_mlp,
     get_problem,
     linreg,
@@ -72,112 +120,115 @@ from lossatlas.problems import (
     xy_regression,
 )
 from lossatlas.report import Section, write_report
-from lossatlas.result import Surface, with_paths
-from lossatlas.sharpness import (
-    AdaptiveSharpness,
-    EpsilonSharpness,
-    adaptive_sharpness,
-    epsilon_sharpness,
-)
-from lossatlas.sharpness_average import AverageSharpness, average_sharpness
-from lossatlas.spectrum import Eigen, hessian_directions, hessian_eigen, power_iteration
-from lossatlas.stability import StableLR, max_stable_lr, stable_lr
-from lossatlas.static import save_figure
-from lossatlas.storage import load, save
-from lossatlas.surface import surface
-from lossatlas.sweep import Run, Sweep, sweep
-from lossatlas.trace import Trace, hessian_trace
-from lossatlas.training import TrainedModel, train
-from lossatlas.training_runs import from_checkpoints, train_runs
-from lossatlas.trajectory import PCA, PathLosses, WeightRecorder, path_losses, pca_directions
-from lossatlas.vtk import export_vtp
+from lossatlas.training import TrainedModel, train, train_runs
 
-__all__ = [
-    "FUNCTIONS",
-    "OPTIMIZERS",
+__all__ = [  # noqa: RUF022 (grouped by subpackage)
+    "__version__",
+    # errors
+    "LossatlasError",
+    "LossatlasWarning",
+    # core: problems, directions, metrics
+    "Directions",
+    "Problem",
+    "accuracy",
+    "as_directions",
+    "axis_directions",
+    "direction_between",
+    "error",
+    "random_directions",
+    # landscape: surfaces, trajectories, input space
     "PCA",
-    "PROBLEMS",
-    "SCHEDULES",
+    "InputSurface",
+    "PathLosses",
+    "Surface",
+    "WeightRecorder",
+    "input_surface",
+    "path_losses",
+    "pca_directions",
+    "surface",
+    "with_paths",
+    # descent: test functions and optimizer runs
+    "Comparison",
+    "Run",
+    "Sweep",
+    "TestFunction",
+    "Trajectory",
+    "compare",
+    "descend",
+    "get_function",
+    "list_functions",
+    "register_function",
+    "sweep",
+    # curvature: Hessian, spectrum, trace, sharpness, stability
     "AdaptiveSharpness",
     "AverageSharpness",
-    "BarrierMatrix",
-    "Comparison",
-    "Curve",
-    "CurveLosses",
     "Density",
-    "Directions",
     "EdgeHistory",
     "EdgeOfStability",
     "Eigen",
     "EpsilonSharpness",
-    "Evaluator",
-    "FlatSharpStudy",
     "HessianOperator",
-    "InputSurface",
-    "Interpolation",
-    "LossatlasError",
-    "LossatlasWarning",
-    "MinimaComparison",
-    "PathLosses",
-    "Plan",
-    "Problem",
-    "Run",
-    "Section",
     "SharpnessReport",
     "StableLR",
-    "Surface",
-    "Sweep",
-    "TestFunction",
     "Trace",
-    "TrainedModel",
-    "Trajectory",
-    "WeightRecorder",
-    "accuracy",
     "adaptive_sharpness",
-    "animate",
-    "as_directions",
     "average_sharpness",
-    "axis_directions",
+    "epsilon_sharpness",
+    "hessian_directions",
+    "hessian_eigen",
+    "hessian_trace",
+    "max_stable_lr",
+    "power_iteration",
+    "sharpness_report",
+    "spectral_density",
+    "stable_lr",
+    # training
+    "TrainedModel",
+    "train",
+    "train_runs",
+    # problems: built-in problems
+    "digits_mlp",
+    "get_problem",
+    "linreg",
+    "one_weight",
+    "teacher_cnn",
+    "tiny_7",
+    "xy_regression",
+    # minima: comparisons, barriers, curves, flat vs sharp
+    "BarrierMatrix",
+    "Curve",
+    "CurveLosses",
+    "FlatSharpStudy",
+    "Interpolation",
+    "MinimaComparison",
     "barrier_matrix",
-    "compare",
     "compare_minima",
     "curve_losses",
-    "descend",
-    "digits_mlp",
-    "direction_between",
-    "epsilon_sharpness",
-    "error",
+    "fit_curve",
+    "flat_vs_sharp",
+    "interpolate",
+    "plane_through",
+    # io: files
     "export_vtp",
+    "from_checkpoints",
+    "load",
+    "save",
+    # plot: static figures
+    "animate",
     "figure_barriers",
     "figure_curve",
     "figure_density",
+    "figure_edge",
     "figure_flat_vs_sharp",
     "figure_histories",
     "figure_interpolation",
     "figure_line",
     "figure_paths",
     "figure_surface_3d",
-    "fit_curve",
-    "flat_vs_sharp",
-    "from_checkpoints",
-    "get_function",
-    "get_problem",
-    "hessian_directions",
-    "hessian_eigen",
-    "hessian_trace",
-    "input_surface",
-    "interpolate",
-    "linreg",
-    "list_functions",
-    "load",
-    "max_stable_lr",
-    "one_weight",
-    "path_losses",
-    "pca_directions",
-    "plane_through",
     "plot_barriers",
     "plot_curve",
     "plot_density",
+    "plot_edge",
     "plot_flat_vs_sharp",
     "plot_histories",
     "plot_input_surface",
@@ -185,21 +236,12 @@ __all__ = [
     "plot_line",
     "plot_paths",
     "plot_surface_3d",
-    "power_iteration",
-    "random_directions",
-    "register_function",
-    "save",
     "save_figure",
-    "sharpness_report",
-    "spectral_density",
-    "stable_lr",
-    "surface",
-    "sweep",
-    "teacher_cnn",
-    "tiny_7",
-    "train",
-    "train_runs",
-    "with_paths",
+    # report: interactive HTML
+    "Section",
     "write_report",
-    "xy_regression",
+    # namespaces
+    "plot",
+    "problems",
+    "report",
 ]

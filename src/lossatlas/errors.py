@@ -1,4 +1,4 @@
-"""The one exception type lossatlas raises for user mistakes."""
+"""What every layer shares: the user-mistake error, the one-line warning, and argument checks."""
 
 from __future__ import annotations
 
@@ -27,3 +27,21 @@ def check_positive(name: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not 0 < value < math.inf:
         raise LossatlasError(f"{name} must be a positive finite number, got {value!r}")
     return float(value)
+
+
+class LossatlasWarning(UserWarning):
+    """A one-line notice: lossatlas changed course (for example fell back to a slower path)."""
+
+
+def one_line(exc: BaseException) -> str:
+    """`Type: first line of the message`, for one-line errors and warnings."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def check_seed(seed: int) -> int:
+    """Raise `LossatlasError` unless `seed` is an integer (not a bool) in [0, 2^64)."""
+    # 2^64 - 1 is the largest seed a torch.Generator takes.
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**64:
+        raise LossatlasError(f"seed must be a non-negative integer below 2**64, got {seed!r}")
+    return seed

@@ -1,0 +1,5 @@
+"""`python -m lossatlas`: the command line."""
+
+from lossatlas.cli import main
+
+main()

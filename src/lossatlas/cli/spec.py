@@ -1,0 +1,76 @@
+"""Command-line problem specs: a built-in name, or `path/to/file.py:function` returning a Problem.
+
+`path/to/file.py:function` is imported the way uvicorn and pytest name objects; the function
+is called without arguments. `--weights model.pt` loads a state dict with
+`torch.load(weights_only=True)`, which never unpickles arbitrary objects.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import sys
+from pathlib import Path
+
+from lossatlas.core.problem import Problem
+from lossatlas.errors import LossatlasError, one_line
+from lossatlas.io.checkpoints import read_state_dict
+from lossatlas.problems.registry import PROBLEMS, get_problem
+
+
+def load_problem(spec: str, *, weights: str | Path | None = None) -> Problem:
+    """The Problem named by `spec`, with the weights of `weights` if given."""
+    if spec in PROBLEMS:
+        problem = get_problem(spec)
+    elif ":" in spec:
+        problem = _from_file(spec)
+    else:
+        raise LossatlasError(
+            f"unknown problem {spec!r}: use a built-in one ({', '.join(sorted(PROBLEMS))}) "
+            "or path/to/file.py:function"
+        )
+    return problem if weights is None else with_weights(problem, weights)
+
+
+def _from_file(spec: str) -> Problem:
+    file, _, name = spec.rpartition(":")
+    path = Path(file)
+    if not name.isidentifier():
+        raise LossatlasError(f"{spec!r}: {name!r} is not a function name")
+    if path.suffix != ".py" or not path.is_file():
+        raise LossatlasError(f"{spec!r}: no Python file {file!r}")
+    module_name = f"lossatlas_spec_{abs(hash(path.resolve()))}"
+    loader = importlib.util.spec_from_file_location(module_name, path)
+    assert loader is not None and loader.loader is not None
+    module = importlib.util.module_from_spec(loader)
+    sys.path.insert(0, str(path.resolve().parent))  # the file may import its neighbours
+    try:
+        loader.loader.exec_module(module)
+    except Exception as exc:
+        raise LossatlasError(f"importing {file} failed: {one_line(exc)}") from exc
+    finally:
+        sys.path.pop(0)
+    fn = getattr(module, name, None)
+    if not callable(fn):
+        raise LossatlasError(f"{file} has no function {name!r}")
+    try:
+        problem = fn()
+    except LossatlasError:
+        raise
+    except Exception as exc:
+        raise LossatlasError(f"{spec} raised {one_line(exc)}") from exc
+    if not isinstance(problem, Problem):
+        raise LossatlasError(f"{spec} returned {type(problem).__name__}, not a lossatlas.Problem")
+    return problem
+
+
+def with_weights(problem: Problem, weights: str | Path) -> Problem:
+    """A copy of `problem` whose model has the state dict saved in `weights`."""
+    path = Path(weights)
+    state = read_state_dict(path)
+    module = copy.deepcopy(problem.module)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as exc:
+        raise LossatlasError(f"{path} does not fit the model: {one_line(exc)}") from exc
+    return problem.with_weights(dict(module.named_parameters()), dict(module.named_buffers()))

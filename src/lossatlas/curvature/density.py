@@ -1,0 +1,179 @@
+"""The Hessian's eigenvalue density by stochastic Lanczos quadrature (SLQ), and its plot.
+
+For a unit start vector `v`, `m` Lanczos steps give a tridiagonal `T = S diag(theta) S^T`, and
+`v^T f(H) v ~ sum_j tau_j^2 f(theta_j)` with `tau_j = S[0, j]`: the `m`-point Gauss quadrature
+of the spectral measure `sum_i (q_i^T v)^2 delta(t - lambda_i)`, exact for polynomials of
+degree up to `2m - 1` (Golub & Meurant, "Matrices, Moments and Quadrature", 1994). Averaging
+over random `v` with `E[v v^T] = I / dim` estimates the density
+`phi(t) = (1/dim) sum_i delta(t - lambda_i)`, which is then smoothed by a Gaussian
+(Ubaru, Chen & Saad, SIAM J. Matrix Anal. Appl. 38(4), 2017; Ghorbani, Krishnan & Xiao,
+"An investigation into neural net optimization via Hessian eigenvalue density", ICML 2019).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from lossatlas.core.progress import progress
+from lossatlas.core.provenance import versions
+from lossatlas.curvature.eigen import Source
+from lossatlas.curvature.lanczos import gauss_quadrature, lanczos_columns
+from lossatlas.curvature.operator import as_operator
+from lossatlas.errors import LossatlasError, check_count, check_positive
+
+if TYPE_CHECKING:
+    pass
+
+
+def _check_grid(grid: Any) -> np.ndarray:
+    try:
+        grid = np.asarray(grid, dtype=np.float64)
+    except (TypeError, ValueError):
+        grid = np.zeros(0)
+    if grid.ndim != 1 or grid.size == 0 or not np.isfinite(grid).all():
+        raise LossatlasError("grid must be a non-empty 1-D sequence of finite numbers")
+    return grid
+
+
+@dataclass(frozen=True, eq=False)
+class Density:
+    """Gauss quadrature rules of the Hessian's spectral measure from random start vectors.
+
+    Attributes:
+        nodes: `(n_vectors, m)` Ritz values, ascending per row; NaN pads rows that stopped
+            early (Lanczos breakdown), whose weights are 0.
+        weights: `(n_vectors, m)` squared first components `tau^2`; every row sums to 1.
+        hvps: Hessian-vector products used.
+        seconds: wall-clock time.
+        settings: n_vectors, steps, seed, start vectors, dim and the operator's settings.
+        versions: package versions.
+        sigma, grid: defaults for `density` (None: chosen from the Ritz values).
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    hvps: int
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    sigma: float | None = None
+    grid: np.ndarray | None = None
+
+    @property
+    def extremes(self) -> tuple[float, float]:
+        """The smallest and largest Ritz values (estimates of `lambda_min`, `lambda_max`)."""
+        return float(np.nanmin(self.nodes)), float(np.nanmax(self.nodes))
+
+    def moments(self, k: int) -> np.ndarray:
+        """Per vector, `sum_j tau_j^2 theta_j^k = v^T H^k v / v^T v` (exact for `k < 2m`)."""
+        k = check_count("k", k, 0)
+        return (self.weights * np.nan_to_num(self.nodes) ** k).sum(axis=1)
+
+    def moment(self, k: int) -> float:
+        """The mean of `moments(k)`: an unbiased estimate of `tr(H^k) / dim` (for `k < 2m`)."""
+        return float(self.moments(k).mean())
+
+    def density(
+        self, grid: Any = None, sigma: float | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The Gaussian-smoothed density `(grid, phi)`, which integrates to 1 over the line.
+
+        `phi(t) = mean_i sum_j tau_ij^2 N(t; theta_ij, sigma^2)` (Ghorbani et al. 2019).
+
+        Args:
+            grid: points at which to evaluate it; default 1001 points over
+                `[theta_min - 5 sigma, theta_max + 5 sigma]` (the integral on it is 1 to 1e-6).
+            sigma: kernel width; default 1% of `theta_max - theta_min` (or of `|theta|`, or
+                1e-3, when all Ritz values coincide).
+        """
+        lo, hi = self.extremes
+        grid = self.grid if grid is None else grid
+        sigma = self.sigma if sigma is None else sigma
+        if sigma is None:
+            width = hi - lo if hi > lo else max(abs(hi), abs(lo))
+            sigma = 0.01 * width if width > 0 else 1e-3
+        sigma = check_positive("sigma", sigma)
+        if grid is None:
+            grid = np.linspace(lo - 5 * sigma, hi + 5 * sigma, 1001)
+        grid = _check_grid(grid)
+        keep = self.weights > 0
+        theta, tau2 = self.nodes[keep], self.weights[keep] / len(self.nodes)
+        values = np.zeros_like(grid)
+        for start in range(0, theta.size, 256):  # bounded memory for big grids
+            z = (grid[:, None] - theta[None, start : start + 256]) / sigma
+            values += np.exp(-0.5 * z**2) @ tau2[start : start + 256]
+        return grid, values / (sigma * math.sqrt(2 * math.pi))
+
+
+def spectral_density(
+    source: Source,
+    *,
+    n_vectors: int = 10,
+    steps: int = 50,
+    seed: int = 0,
+    sigma: float | None = None,
+    grid: Any = None,
+    reorthogonalize: bool = True,
+    block: int | None = None,
+    quiet: bool | None = None,
+    **operator_options: Any,
+) -> Density:
+    """The Hessian's eigenvalue density by stochastic Lanczos quadrature (SLQ).
+
+    Each of `n_vectors` Rademacher vectors (entries +-1 with equal probability, drawn one after
+    the other by `torch.randint(0, 2, (dim,))` from a CPU generator seeded with `seed`, so
+    `E[v v^T] / v^T v = I / dim`) starts `steps` Lanczos steps with full re-orthogonalisation;
+    the eigen-decomposition of each tridiagonal gives quadrature nodes and weights. Costs
+    `n_vectors * steps` products, `block` of them per data pass. The error of `moment(k)`
+    falls like `1/sqrt(n_vectors)`; the resolution of the density grows with `steps`
+    (Ubaru et al. 2017). Smooth and plot it with `Density.density` and `plot_density`.
+
+    Args:
+        source: a `Problem` or a `HessianOperator`.
+        n_vectors: random start vectors.
+        steps: Lanczos steps per vector (at most dim).
+        seed: seed of the start vectors.
+        sigma, grid: defaults kept for `Density.density` and `plot_density`.
+        reorthogonalize: full re-orthogonalisation (keeps `block * steps` vectors in memory).
+        block: vectors run side by side (default: `n_vectors`, at most the operator's
+            `vectors_per_pass`); the result does not depend on it beyond rounding.
+        quiet: progress bar over products off (default: the LOSSATLAS_QUIET environment variable).
+        **operator_options: passed to `HessianOperator` (`params`, `data`, `at`, ...).
+    """
+    op = as_operator(source, **operator_options)
+    n_vectors, steps = check_count("n_vectors", n_vectors), check_count("steps", steps)
+    sigma = None if sigma is None else check_positive("sigma", sigma)
+    grid = None if grid is None else _check_grid(grid)
+    block = min(n_vectors, op.vectors_per_pass) if block is None else check_count("block", block)
+    m = min(steps, op.dim)
+    start, hvps0 = time.perf_counter(), op.hvps
+    gen = torch.Generator().manual_seed(int(seed))
+    starts = [torch.randint(0, 2, (op.dim,), generator=gen) * 2.0 - 1 for _ in range(n_vectors)]
+    nodes, weights = np.full((n_vectors, m), np.nan), np.zeros((n_vectors, m))
+    with progress("spectral density (products)", n_vectors * m, quiet=quiet) as advance:
+        for first in range(0, n_vectors, block):
+            V0 = torch.stack(starts[first : first + block], dim=1).double()
+            run = lanczos_columns(op, m, V0, reorthogonalize=reorthogonalize, advance=advance)
+            for i, (alpha, beta) in enumerate(zip(*run[:2]), start=first):
+                theta, tau2 = gauss_quadrature(alpha, beta)
+                nodes[i, : len(theta)], weights[i, : len(theta)] = theta, tau2
+    settings = {
+        "n_vectors": n_vectors,
+        "steps": m,
+        "seed": int(seed),
+        "start": "rademacher",
+        "reorthogonalize": bool(reorthogonalize),
+        "block": block,
+        "dim": op.dim,
+        "operator": op.settings,
+        "sigma": sigma,
+        "grid": None if grid is None else f"{grid.size} points in [{grid[0]:g}, {grid[-1]:g}]",
+    }
+    seconds, hvps = time.perf_counter() - start, op.hvps - hvps0
+    return Density(nodes, weights, hvps, seconds, settings, versions(), sigma, grid)

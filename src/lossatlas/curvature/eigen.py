@@ -1,0 +1,329 @@
+"""Extreme Hessian eigenpairs by implicitly restarted Lanczos (ARPACK) or power iteration.
+
+`hessian_eigen` asks ARPACK's implicitly restarted Lanczos method (Lanczos 1950; Sorensen 1992;
+Lehoucq, Sorensen & Yang, "ARPACK Users' Guide", SIAM 1998) through `scipy.sparse.linalg.eigsh`
+for the `k` eigenpairs at one end of the spectrum, using only Hessian-vector products, and then
+checks every pair with a fresh product: the residual `||H v - lambda v||`. `power_iteration` is
+the baseline PyHessian uses (Yao, Gholami, Keutzer & Mahoney, "PyHessian", 2020). The plain
+Lanczos process and the spectral density are in `lossatlas.curvature.density`.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from lossatlas.core.directions import Directions
+from lossatlas.core.problem import Problem
+from lossatlas.core.provenance import versions
+from lossatlas.curvature.lanczos import lanczos_eigen, ritz_order, start_vector, work_dtype
+from lossatlas.curvature.operator import HessianOperator, as_operator
+from lossatlas.errors import LossatlasError, LossatlasWarning, check_count, check_positive
+
+WHICH = {"top": "LA", "bottom": "SA", "magnitude": "LM"}
+RESIDUAL_SLACK = 10.0  # the explicit residual test allows 10x ARPACK's own tolerance
+FLOOR = np.finfo(np.float64).eps ** (2 / 3)  # ARPACK's floor on |lambda| in its test
+Source = Problem | HessianOperator
+
+
+@dataclass(frozen=True, eq=False)
+class Eigen:
+    """Eigenpairs of a Hessian, with their residuals and how they were found.
+
+    Attributes:
+        eigenvalues: `(k,)` float64, descending for `"top"`, ascending for `"bottom"`, by
+            descending `|lambda|` for `"magnitude"`. NaN for pairs a solver gave up on.
+        eigenvectors: `(dim, k)` float64 unit columns, in the operator's parameter order; the
+            sign is fixed so that the largest-magnitude entry is positive.
+        residuals: `||H v - lambda v||` from an explicit product after the solve.
+        converged: whether each pair passed the solver's test (see `settings["test"]`).
+        hvps: Hessian-vector products used, including the residual check.
+        seconds: wall-clock time.
+        settings: which, k, tol, solver, seed, the operator's settings, the test applied.
+        versions: package versions (`lossatlas.landscape.record.versions`).
+        names: the differentiated parameters, in vector order.
+        layout: `(name, shape)` of every model parameter, to build full directions.
+    """
+
+    eigenvalues: np.ndarray
+    eigenvectors: np.ndarray
+    residuals: np.ndarray
+    converged: np.ndarray
+    hvps: int
+    seconds: float
+    settings: dict[str, Any] = field(default_factory=dict)
+    versions: dict[str, str] = field(default_factory=dict)
+    names: tuple[str, ...] = ()
+    layout: tuple[tuple[str, tuple[int, ...]], ...] = ()
+
+    def vector(self, i: int = 0) -> dict[str, torch.Tensor]:
+        """Eigenvector `i` as a `{name: tensor}` dict over all parameters (zeros off `params`)."""
+        if not -len(self.eigenvalues) <= i < len(self.eigenvalues):
+            raise LossatlasError(f"there are {len(self.eigenvalues)} eigenpairs, not index {i}")
+        column = self.eigenvectors[:, i]
+        if not np.isfinite(column).all():
+            raise LossatlasError(f"eigenpair {i} was not found (the solver did not converge)")
+        shapes = dict(self.layout)
+        sizes = [int(np.prod(shapes[n], dtype=np.int64)) for n in self.names]
+        parts = torch.split(torch.from_numpy(column.copy()), sizes)
+        chosen = {n: p.reshape(shapes[n]) for n, p in zip(self.names, parts)}
+        return {
+            n: chosen[n] if n in chosen else torch.zeros(s, dtype=torch.float64)
+            for n, s in self.layout
+        }
+
+    def directions(self, n: int | None = None) -> Directions:
+        """The first `n` eigenvectors (all by default) as `Directions` for `surface`.
+
+        Vectors are unit-norm float64 CPU tensors (surface moves them to the problem's device
+        and dtype), so surface coordinates are Euclidean distances along eigenvectors. They
+        were computed at the operator's point: pass the same point as the surface's `center`.
+        """
+        k = len(self.eigenvalues)
+        n = k if n is None else n
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= k:
+            raise LossatlasError(f"n must be an integer from 1 to {k}, got {n!r}")
+        keys = ("which", "solver", "operator", "at")
+        settings = {"kind": "hessian", **{key: self.settings.get(key) for key in keys}}
+        settings["eigenvalues"] = [float(v) for v in self.eigenvalues[:n]]
+        settings["residuals"] = [float(r) for r in self.residuals[:n]]
+        return Directions(tuple(self.vector(i) for i in range(n)), settings)
+
+
+def _fix_signs(V: np.ndarray) -> np.ndarray:
+    """Unit columns whose largest-magnitude entry is positive (a deterministic sign)."""
+    V = V / np.linalg.norm(V, axis=0, keepdims=True)
+    peaks = V[np.argmax(np.abs(V), axis=0), np.arange(V.shape[1])]
+    return V * np.where(peaks < 0, -1.0, 1.0)
+
+
+def _point_of(op: HessianOperator) -> str:
+    point = {**op.fixed, **op.point}
+    same = all(torch.equal(point[n], w) for n, w in op.problem.params.items())
+    return "problem weights" if same else "given point"
+
+
+def _record(
+    op: HessianOperator, arrays: tuple[np.ndarray, ...], hvps0: int, start: float, settings: dict
+) -> Eigen:
+    settings = {**settings, "operator": op.settings, "at": _point_of(op)}
+    layout = tuple((n, tuple(w.shape)) for n, w in op.problem.params.items())
+    seconds = time.perf_counter() - start
+    names = tuple(op.names)
+    return Eigen(*arrays, op.hvps - hvps0, seconds, settings, versions(), names, layout)
+
+
+def hessian_eigen(
+    source: Source,
+    k: int = 1,
+    *,
+    which: str = "top",
+    tol: float = 1e-6,
+    max_hvps: int | None = None,
+    v0: Any = None,
+    seed: int = 0,
+    ncv: int | None = None,
+    solver: str = "auto",
+    **operator_options: Any,
+) -> Eigen:
+    """The `k` extreme eigenpairs of the Hessian by Lanczos, with a residual check.
+
+    `solver="lanczos"` runs one Lanczos process with full re-orthogonalisation and stops as
+    soon as the wanted Ritz pairs meet `tol` (see `lossatlas.curvature.lanczos.lanczos_eigen`): the
+    fewest products, at the memory of one vector per step. `"arpack"` restarts to keep the
+    basis at `ncv` vectors. `"auto"` takes Lanczos for `k <= 8` when its basis (at most
+    `max(100, 20 k)` steps) fits in 1 GiB, ARPACK otherwise, and hands an unfinished
+    Lanczos run over to ARPACK, warm-started from its Ritz vectors.
+
+    Lanczos (1950) builds an orthonormal basis of the Krylov space `span{v0, H v0, ...}` in
+    which `H` is tridiagonal; its eigenvalues (Ritz values) converge first to the ends of the
+    spectrum. ARPACK (Lehoucq, Sorensen & Yang 1998) keeps the basis at `ncv` vectors by
+    implicit restarts (Sorensen 1992) and stops when every Ritz estimate satisfies
+    `||r|| <= tol * max(|lambda|, eps^(2/3))`. Afterwards every pair is checked with one
+    explicit block product: `converged = ||H v - lambda v|| <= 10 tol max(|lambda|, eps^(2/3))`
+    (the slack covers rounding in the products; in float32 small eigenvalues may fail it,
+    which is honest: they are not known to that accuracy).
+
+    Args:
+        source: a `Problem` or a `HessianOperator`.
+        k: number of eigenpairs. `k == dim` computes the dense Hessian (dim products) instead.
+        which: `"top"` (largest algebraic: `lambda_max`), `"bottom"` (smallest algebraic, the
+            most negative) or `"magnitude"` (largest `|lambda|`).
+        tol: relative accuracy asked of ARPACK.
+        max_hvps: budget of products for the solve (about; the k of the check come on top).
+            If it runs out, converged pairs are returned, the rest are NaN, with a warning.
+        v0: start vector (flat or `{name: tensor}`), e.g. a previous eigenvector to warm start;
+            default a Gaussian drawn with `seed`, so results are deterministic.
+        seed: seed of the default start vector.
+        ncv: Lanczos basis size (default SciPy's `max(2k + 1, 20)`, at most dim).
+        **operator_options: passed to `HessianOperator` (`params`, `data`, `at`, `method`, ...).
+    """
+    op = as_operator(source, **operator_options)
+    if which not in WHICH:
+        raise LossatlasError(f"which must be one of {tuple(WHICH)}, got {which!r}")
+    k = check_count("k", k)
+    tol = check_positive("tol", tol)
+    if max_hvps is not None:
+        check_count("max_hvps", max_hvps, k + 3)
+    if ncv is not None:
+        check_count("ncv", ncv, k + 1)
+    if k > op.dim:
+        raise LossatlasError(f"k={k} exceeds the number of parameters differentiated ({op.dim})")
+    start, hvps0 = time.perf_counter(), op.hvps
+    v = start_vector(op, v0, seed)
+    settings: dict[str, Any] = {"which": which, "k": k, "tol": tol, "seed": int(seed)}
+    if k == op.dim:
+        H = op.dense().to("cpu", torch.float64).numpy()
+        values, vectors = np.linalg.eigh((H + H.T) / 2)
+        settings["solver"] = "dense (numpy.linalg.eigh, k == dim)"
+    else:
+        values, vectors, solved = _solve(op, k, which, tol, v, ncv, max_hvps, solver)
+        settings.update(solved)
+    order = ritz_order(values, which)
+    values, vectors = values[order], _fix_signs(vectors[:, order])
+    if k == op.dim:  # the dense matrix is at hand: no more products for the check
+        HV = H @ vectors
+    else:
+        V = torch.from_numpy(vectors).to(op.device, op.dtype)
+        HV = op.matmat(V).to("cpu", torch.float64).numpy() if len(values) else vectors
+    residual = np.linalg.norm(HV - vectors * values, axis=0)
+    ok = residual <= RESIDUAL_SLACK * tol * np.maximum(np.abs(values), FLOOR)
+    pad = np.full(k - len(values), np.nan)  # pairs ARPACK did not converge
+    arrays = (
+        np.concatenate([values, pad]),
+        np.concatenate([vectors, np.full((op.dim, len(pad)), np.nan)], axis=1),
+        np.concatenate([residual, pad]),
+        np.concatenate([ok, pad > 0]),
+    )
+    test = f"||Hv - lambda v|| <= {RESIDUAL_SLACK:g} tol max(|lambda|, eps^(2/3))"
+    record = _record(op, arrays, hvps0, start, {**settings, "test": test})
+    if not record.converged.all():
+        why = f" ({settings['error']})" if "error" in settings else "; raise max_hvps or tol"
+        warnings.warn(
+            f"hessian_eigen: {int(record.converged.sum())} of {k} eigenpairs converged after "
+            f"{record.hvps} Hessian-vector products{why}",
+            LossatlasWarning,
+            stacklevel=2,
+        )
+    return record
+
+
+SOLVERS = ("auto", "lanczos", "arpack")
+LANCZOS_MEMORY = 1 << 30
+
+
+def _solve(op, k, which, tol, v, ncv, max_hvps, solver) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Lanczos first where it fits (see `hessian_eigen`), ARPACK for the rest."""
+    if solver not in SOLVERS:
+        raise LossatlasError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    steps = min(op.dim, max(100, 20 * k))
+    if max_hvps is not None:
+        steps = min(steps, max_hvps)
+    fits = steps * op.dim * 8 <= LANCZOS_MEMORY
+    if solver == "lanczos" or (solver == "auto" and k <= 8 and fits):
+        values, vectors, settings = lanczos_eigen(op, k, which, tol, v, steps)
+        if settings.pop("met") or solver == "lanczos" or max_hvps is not None:
+            return values, vectors, settings
+        v = vectors.sum(axis=1)  # hand over to ARPACK, warm-started
+    return _arpack(op, k, which, tol, v, ncv, max_hvps)
+
+
+def _arpack(op, k, which, tol, v, ncv, max_hvps) -> tuple[np.ndarray, np.ndarray, dict]:
+    """ARPACK's eigenpairs (only those it converged if it runs out of restarts)."""
+    from scipy.sparse.linalg import ArpackError, ArpackNoConvergence, eigsh
+
+    ncv = min(op.dim, max(2 * k + 1, 20)) if ncv is None else check_count("ncv", ncv, k + 1)
+    ncv = min(ncv, op.dim)
+    maxiter = 10 * op.dim
+    if max_hvps is not None:
+        # ARPACK spends about ncv + 1 products on its first basis and at most ncv - k per restart.
+        budget = check_count("max_hvps", max_hvps, k + 3)
+        ncv = max(k + 1, min(ncv, (budget + k - 1) // 2))
+        maxiter = max(1, (budget - ncv - 1) // (ncv - k))
+    settings = {"solver": "arpack (scipy.sparse.linalg.eigsh)", "ncv": ncv, "maxiter": maxiter}
+    A = op.as_linear_operator()
+    try:
+        values, vectors = eigsh(A, k=k, which=WHICH[which], tol=tol, v0=v, ncv=ncv, maxiter=maxiter)
+    except ArpackNoConvergence as exc:  # only the pairs that met ARPACK's test come back
+        values, vectors = exc.eigenvalues, exc.eigenvectors
+    except ArpackError as exc:  # e.g. H = 0: "starting vector is zero"
+        values, vectors = np.zeros(0), np.zeros((op.dim, 0))
+        settings["error"] = str(exc).strip().splitlines()[0]
+    return np.asarray(values, np.float64), np.asarray(vectors, np.float64), settings
+
+
+def power_iteration(
+    source: Source,
+    *,
+    tol: float = 1e-3,
+    max_iter: int = 1000,
+    seed: int = 0,
+    v0: Any = None,
+    **operator_options: Any,
+) -> Eigen:
+    """The largest-magnitude eigenpair by power iteration, as PyHessian computes `lambda_max`.
+
+    `v <- H v / ||H v||` from a unit `v0`; the Rayleigh quotient `lambda = v^T H v` is taken
+    at every step and the iteration stops when `|lambda - lambda_prev| <= tol |lambda|`
+    (Yao et al. 2020). It converges to the eigenvalue of largest `|lambda|`, which is not
+    `lambda_max` when the most negative eigenvalue is larger in magnitude, and its error falls
+    like `(|lambda_2| / |lambda_1|)^(2t)`, slowly when the two are close; Lanczos
+    (`hessian_eigen`) needs fewer products for the same accuracy. Here `converged` means the
+    stopping rule was met; the residual comes from the last product at no extra cost.
+
+    Args:
+        source: a `Problem` or a `HessianOperator`.
+        tol: relative change of the Rayleigh quotient at which to stop.
+        max_iter: most products.
+        seed: seed of the default Gaussian start vector.
+        v0: start vector (flat or `{name: tensor}`).
+        **operator_options: passed to `HessianOperator`.
+    """
+    op = as_operator(source, **operator_options)
+    tol = check_positive("tol", tol)
+    max_iter = check_count("max_iter", max_iter)
+    start, hvps0 = time.perf_counter(), op.hvps
+    work = work_dtype(op)
+    v = torch.from_numpy(start_vector(op, v0, seed)).to(op.device, work)
+    v = v / v.norm()
+    previous, converged, steps = None, False, 0
+    for steps in range(1, max_iter + 1):  # noqa: B007 (the count is kept)
+        w = op.matvec(v).to(work)
+        value = float(v @ w)
+        residual = float((w - value * v).norm())
+        norm = float(w.norm())
+        if norm == 0 or (previous is not None and abs(value - previous) <= tol * abs(value)):
+            converged = True
+            break
+        v, previous = w / norm, value
+    settings = {"which": "magnitude", "k": 1, "tol": tol, "seed": int(seed), "max_iter": max_iter}
+    settings.update(solver="power iteration", iterations=steps)
+    settings["test"] = "|lambda - lambda_prev| <= tol |lambda| (Rayleigh quotients)"
+    vector = _fix_signs(v.to("cpu", torch.float64).numpy().reshape(-1, 1))
+    arrays = (np.array([value]), vector, np.array([residual]), np.array([converged]))
+    record = _record(op, arrays, hvps0, start, settings)
+    if not converged:
+        change = abs(value - previous) / abs(value) if previous is not None and value else None
+        warnings.warn(
+            f"power_iteration: no convergence in {max_iter} products (last relative change "
+            f"{change if change is None else f'{change:.2g}'}); raise max_iter or tol",
+            LossatlasWarning,
+            stacklevel=2,
+        )
+    return record
+
+
+def hessian_directions(
+    source: Source, n: int = 2, *, which: str = "top", **options: Any
+) -> Directions:
+    """The `n` extreme Hessian eigenvectors as `Directions` (see `hessian_eigen`, `Eigen`).
+
+    Along a unit eigenvector `v` with eigenvalue `lambda`, `L(theta + c v)` has second
+    derivative `lambda` at `c = 0`: the sharpest (top) or most negative (bottom) curvature.
+    """
+    return hessian_eigen(source, n, which=which, **options).directions()

@@ -1,0 +1,88 @@
+"""Which data a curvature estimate uses: all of it, the first batch, or a fixed seeded subset.
+
+Every selection yields `(batch, weight)` pairs whose weighted batch losses sum to the mean (or
+sum, for `reduction="sum"`) loss over the selected samples at once, as the engine's do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+
+from lossatlas.core.problem import Batch, Problem
+from lossatlas.errors import LossatlasError
+
+DEFAULT_BATCH = 4096
+
+
+@dataclass(frozen=True)
+class DataSelection:
+    """Batches of the selected data, with their weights in the total loss.
+
+    Attributes:
+        problem: where the data comes from.
+        kind: `"all"`, `"first_batch"` or `"subset"`.
+        n_samples: samples selected.
+        batches: the batches, when they are held (None: iterate the problem's loader).
+        batch_size: samples per batch for an `(X, y)` pair.
+        seed: the subset's seed.
+    """
+
+    problem: Problem
+    kind: str
+    n_samples: int
+    batches: tuple[Batch, ...] | None
+    batch_size: int | None
+    seed: int | None = None
+
+    def weighted(self) -> Iterator[tuple[Batch, float]]:
+        """`(batch, weight)` with the weights of `Problem.batch_weight` over the selection."""
+        problem = self.problem
+        divisor = 1.0 if problem.reduction == "sum" else float(self.n_samples)
+        source = self.batches if self.batches is not None else problem.batches(self.batch_size)
+        for x, y in source:
+            yield (x, y), problem.batch_weight(x.shape[0]) / divisor
+
+    def describe(self) -> str:
+        if self.kind == "subset":
+            return f"subset of {self.n_samples} samples (seed {self.seed})"
+        if self.kind == "first_batch":
+            return f"first batch ({self.n_samples} samples)"
+        return f"all {self.n_samples} samples"
+
+
+def select_data(
+    problem: Problem, data: str | int, *, seed: int = 0, batch_size: int | None = None
+) -> DataSelection:
+    """The selection named by `data`: `"all"`, `"first_batch"` or an int sample count."""
+    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
+        raise LossatlasError(f"batch_size must be a positive integer, got {batch_size!r}")
+    size = batch_size or (None if problem.batch_size else DEFAULT_BATCH)
+    if data == "all":
+        held = tuple(problem.batches(size)) if problem.in_memory else None
+        return DataSelection(problem, "all", problem.n_samples, held, size)
+    if data == "first_batch":
+        first = next(problem.batches(size))
+        return DataSelection(problem, "first_batch", int(first[0].shape[0]), (first,), size)
+    if isinstance(data, bool) or not isinstance(data, int):
+        raise LossatlasError(
+            f"data must be 'all', 'first_batch' or a number of samples, got {data!r}"
+        )
+    if not 1 <= data <= problem.n_samples:
+        raise LossatlasError(f"a subset needs 1 to {problem.n_samples} samples, got {data}")
+    if not problem.in_memory:
+        raise LossatlasError(
+            "a random subset needs the data in memory; pass (X, y) or a list of batches, "
+            "or use data='first_batch'"
+        )
+    xs, ys = zip(*problem.batches())
+    X, Y = torch.cat(xs), torch.cat(ys)
+    generator = torch.Generator().manual_seed(seed)
+    index = torch.randperm(problem.n_samples, generator=generator)[:data].sort().values
+    index = index.to(X.device)
+    X, Y = X[index], Y[index]
+    step = size or data
+    held = tuple((X[a : a + step], Y[a : a + step]) for a in range(0, data, step))
+    return DataSelection(problem, "subset", data, held, size, seed)

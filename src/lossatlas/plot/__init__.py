@@ -1,0 +1,51 @@
+"""Static figures with matplotlib's object API (never pyplot: the user's backend is left alone).
+
+Every figure is `figure_x(record, *, ...) -> matplotlib.figure.Figure`; `save(fig, path)` writes
+PNG, SVG or PDF by the suffix. `plot_x(record, path, ...)` is the shortcut for both.
+"""
+
+from __future__ import annotations
+
+from lossatlas.plot._common import save
+from lossatlas.plot.animation import animate
+from lossatlas.plot.curves import figure_curve, plot_curve
+from lossatlas.plot.density import figure_density, plot_density
+from lossatlas.plot.edge import figure_edge, plot_edge
+from lossatlas.plot.flat_sharp import figure_flat_vs_sharp, plot_flat_vs_sharp
+from lossatlas.plot.inputs import plot_input_surface
+from lossatlas.plot.interpolation import (
+    figure_barriers,
+    figure_interpolation,
+    plot_barriers,
+    plot_interpolation,
+)
+from lossatlas.plot.lines import figure_histories, figure_line, plot_histories, plot_line
+from lossatlas.plot.paths import figure_paths, figure_surface_3d, plot_paths, plot_surface_3d
+from lossatlas.plot.surface import save_figure
+
+__all__ = [
+    "animate",
+    "figure_barriers",
+    "figure_curve",
+    "figure_density",
+    "figure_edge",
+    "figure_flat_vs_sharp",
+    "figure_histories",
+    "figure_interpolation",
+    "figure_line",
+    "figure_paths",
+    "figure_surface_3d",
+    "plot_barriers",
+    "plot_curve",
+    "plot_density",
+    "plot_edge",
+    "plot_flat_vs_sharp",
+    "plot_histories",
+    "plot_input_surface",
+    "plot_interpolation",
+    "plot_line",
+    "plot_paths",
+    "plot_surface_3d",
+    "save",
+    "save_figure",
+]
