@@ -16,10 +16,10 @@ from lossatlas.core.problem import Problem
 from lossatlas.core.seeding import init_layers
 from lossatlas.errors import LossatlasError
 from lossatlas.io import storage
-from lossatlas.io.checkpoints import from_checkpoints
 from lossatlas.minima.comparison import MinimaComparison, compare_minima
 from lossatlas.minima.flat_sharp import FlatSharpStudy, flat_vs_sharp
 from lossatlas.plot.flat_sharp import plot_flat_vs_sharp
+from lossatlas.training.checkpoints import from_checkpoints
 from lossatlas.training.runs import train_runs
 from lossatlas.training.trainer import train
 

@@ -11,7 +11,7 @@ import torch
 from helpers import png_size
 
 import lossatlas as la
-from lossatlas.report.page import Section, headline, save_figure, write_report
+from lossatlas import Section, save_figure, write_report
 
 
 def synthetic(ndim: int) -> la.Surface:
@@ -66,12 +66,12 @@ def test_report_user_errors(tmp_path: Path) -> None:
 
 
 def test_headline() -> None:
-    head = headline(synthetic(2))
+    head = synthetic(2).headline()
     assert head["loss_center"] is None  # 4 steps over (-1, 1): 0 is not a grid point
     assert head["loss_min"] == pytest.approx(0.1 + 1 / 9)
     assert head["argmin"][0] == 0.0 and abs(head["argmin"][1]) == pytest.approx(1 / 3)
     assert head["nonfinite"] == 8 and head["n_points"] == 20
-    one = headline(synthetic(1))
+    one = synthetic(1).headline()
     assert one["loss_center"] == pytest.approx(0.1) and one["accuracy_center"] > 0.9
 
 

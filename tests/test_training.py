@@ -15,7 +15,7 @@ from lossatlas.core.problem import Problem
 from lossatlas.core.seeding import init_layers
 from lossatlas.errors import LossatlasError, LossatlasWarning
 from lossatlas.io import storage
-from lossatlas.io.checkpoints import from_checkpoints
+from lossatlas.training.checkpoints import from_checkpoints
 from lossatlas.training.loop import evaluate
 from lossatlas.training.runs import train_runs
 from lossatlas.training.trainer import TrainedModel, at, train

@@ -57,7 +57,7 @@ from lossatlas.descent import (
     sweep,
 )
 from lossatlas.errors import LossatlasError, LossatlasWarning
-from lossatlas.io import export_vtp, from_checkpoints, load, save
+from lossatlas.io import export_vtp, load, save
 from lossatlas.landscape import (
     PCA,
     InputSurface,
@@ -120,7 +120,7 @@ from lossatlas.problems import (
     xy_regression,
 )
 from lossatlas.report import Section, write_report
-from lossatlas.training import TrainedModel, train, train_runs
+from lossatlas.training import TrainedModel, from_checkpoints, train, train_runs
 
 __all__ = [  # noqa: RUF022 (grouped by subpackage)
     "__version__",
@@ -186,6 +186,7 @@ __all__ = [  # noqa: RUF022 (grouped by subpackage)
     "TrainedModel",
     "train",
     "train_runs",
+    "from_checkpoints",
     # problems: built-in problems
     "digits_mlp",
     "get_problem",
@@ -210,7 +211,6 @@ __all__ = [  # noqa: RUF022 (grouped by subpackage)
     "plane_through",
     # io: files
     "export_vtp",
-    "from_checkpoints",
     "load",
     "save",
     # plot: static figures

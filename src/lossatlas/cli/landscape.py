@@ -69,7 +69,6 @@ def surface(
     """The loss (and metrics) on a line or plane through the weights; resumable."""
     import lossatlas as la
     from lossatlas.cli.spec import load_problem
-    from lossatlas.report.page import headline
 
     if dims not in (1, 2):
         raise LossatlasError(f"--dims must be 1 or 2, got {dims}")
@@ -126,7 +125,7 @@ def surface(
         from lossatlas.io.vtk import export_vtp
 
         files["vtp"] = str(export_vtp(land, vtp, log=log))
-    summary = {"problem": spec, "files": files, **headline(land)}
+    summary = {"problem": spec, "files": files, **land.headline()}
     summary["total_seconds"] = time.perf_counter() - began
     emit(summary, as_json=as_json, quiet=quiet, title=f"{spec}: {dims}D loss landscape")
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from lossatlas.core.problem import Problem
 from lossatlas.errors import LossatlasError, one_line
-from lossatlas.io.checkpoints import read_state_dict
 from lossatlas.problems.registry import PROBLEMS, get_problem
+from lossatlas.training.checkpoints import read_state_dict
 
 
 def load_problem(spec: str, *, weights: str | Path | None = None) -> Problem:

@@ -44,21 +44,15 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
-from torch import nn
 from torch.func import functional_call
-from torch.nn.modules.batchnorm import _BatchNorm
 
+from lossatlas.core.problem import batchnorm_layers
 from lossatlas.errors import LossatlasError
 
 if TYPE_CHECKING:
     from lossatlas.core.problem import Problem
 
 STATS_BATCH = 1024  # samples per statistics batch for an (X, y) pair without a batch size
-
-
-def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
-    """The BatchNorm layers of `module` (those update_bn resets), in module order."""
-    return [m for m in module.modules() if isinstance(m, _BatchNorm)]
 
 
 class RecomputedStats:

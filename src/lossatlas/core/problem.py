@@ -14,14 +14,19 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 
-from lossatlas.core.batchnorm import batchnorm_layers
 from lossatlas.errors import LossatlasError
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 BN_MODES = ("eval", "recompute")
+
+
+def batchnorm_layers(module: nn.Module) -> list[_BatchNorm]:
+    """The BatchNorm layers of `module` (those update_bn resets), in module order."""
+    return [m for m in module.modules() if isinstance(m, _BatchNorm)]
 
 
 def batch_value(value: torch.Tensor) -> torch.Tensor:

@@ -144,7 +144,7 @@ def _digits(
     q: bool, quick: bool, out: Path, problem: la.Problem
 ) -> tuple[list[Section], dict[str, Any]]:
     from lossatlas.core.seeding import init_layers
-    from lossatlas.problems.digits import _digits_model
+    from lossatlas.problems.digits import digits_model
 
     dirs = la.random_directions(problem, 2, norm="filter", ignore="biasbn", seed=0)
     steps = 11 if quick else 41
@@ -157,7 +157,7 @@ def _digits(
         "same in every layer."
     )
     # The training path: full-batch Adam from the same initialisation, projected by PCA.
-    init = _digits_model()
+    init = digits_model()
     init_layers(init, torch.Generator().manual_seed(0))
     start = {k: v.detach() for k, v in init.named_parameters()}
     run = la.descend(problem, start, optimizer="adam", lr=2e-3, steps=60 if quick else 150)
@@ -190,7 +190,7 @@ def _digits(
         Section(report, title="Digits MLP: Hessian spectrum and sharpness", text=curvature_text),
         Section(density, title="Digits MLP: Hessian spectral density"),
     ]
-    numbers = {"digits_" + k: v for k, v in la.report.headline(land).items() if k != "argmin"}
+    numbers = {"digits_" + k: v for k, v in land.headline().items() if k != "argmin"}
     numbers["digits_lambda_max"] = report.lambda_max
     numbers["digits_pca_explained"] = [float(r) for r in pca.explained_variance_ratio]
     return sections, numbers

@@ -65,6 +65,28 @@ class Surface:
         index = np.unravel_index(int(np.argmin(finite)), self.loss.shape)
         return tuple(float(c[i]) for c, i in zip(self.coords, index))
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: loss (and metrics) at the centre, the lowest loss and where it is.
+
+        Values at the centre are None when the origin is not a grid point (an even number of steps
+        over a symmetric span, or a span that excludes 0).
+        """
+        index = tuple(int(np.argmin(np.abs(c))) for c in self.coords)
+        at_zero = all(abs(c[i]) <= 1e-9 * max(1.0, np.ptp(c)) for c, i in zip(self.coords, index))
+        center = index if at_zero else None
+        finite = np.isfinite(self.loss)
+        out: dict[str, Any] = {
+            "loss_center": None if center is None else float(self.loss[center]),
+            "loss_min": float(self.loss[finite].min()) if finite.any() else None,
+            "argmin": list(self.argmin()) if finite.any() else None,
+        }
+        for name, grid in self.metrics.items():
+            out[f"{name}_center"] = None if center is None else float(grid[center])
+        out["n_points"] = int(self.loss.size)
+        out["nonfinite"] = self.nonfinite
+        out["seconds"] = self.provenance.get("seconds")
+        return out
+
     def save(self, path: str | Path) -> Path:
         """Write the record to HDF5 atomically (a temporary file renamed into place)."""
         path = Path(path)

@@ -26,7 +26,7 @@ from lossatlas.curvature.eigen import hessian_eigen
 from lossatlas.curvature.operator import HessianOperator
 from lossatlas.curvature.sharpness import epsilon_sharpness
 from lossatlas.errors import LossatlasError, check_count, check_positive
-from lossatlas.io.checkpoints import from_checkpoints
+from lossatlas.training.checkpoints import from_checkpoints
 from lossatlas.training.loop import check_same_model, evaluate
 from lossatlas.training.trainer import TrainedModel
 

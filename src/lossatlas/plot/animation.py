@@ -19,7 +19,7 @@ from lossatlas.errors import LossatlasError
 from lossatlas.landscape.record import Surface
 from lossatlas.plot._common import base_figure, check_size, colors, end_style, halo, legend
 from lossatlas.scene.background import background_of
-from lossatlas.scene.tracks import _end, as_tracks
+from lossatlas.scene.tracks import as_tracks, last_inside
 
 FORMATS = (".gif", ".mp4")
 
@@ -126,7 +126,7 @@ def animate(
             m = min(k, len(p) - 1)
             shown = p[0 if tail is None else max(0, m - tail) : m + 1]
             line.set_data(shown[:, 0], shown[:, 1])
-            now = _end(p[: m + 1], bg.box)  # where it is, or where it left the box
+            now = last_inside(p[: m + 1], bg.box)  # where it is, or where it left the box
             # Hidden rather than emptied: the layout reads an empty marker as a point at (0, 0).
             head.set_visible(now is not None)
             end.set_visible(now is not None and m == len(p) - 1)

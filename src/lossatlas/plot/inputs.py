@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from lossatlas.errors import LossatlasError
-from lossatlas.report.page import figure_path
+from lossatlas.plot._common import figure_path
 
 if TYPE_CHECKING:
     from lossatlas.landscape.inputs import InputSurface

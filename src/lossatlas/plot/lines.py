@@ -17,7 +17,7 @@ from lossatlas.landscape.record import Surface
 from lossatlas.plot._common import check_size, colors, figure_path, legend, save
 from lossatlas.scene.background import CENTRE, MINIMUM
 from lossatlas.scene.labels import describe
-from lossatlas.scene.tracks import _items, as_tracks
+from lossatlas.scene.tracks import as_tracks, run_items
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -72,7 +72,7 @@ def figure_histories(
     ax.set_xlabel("step" if x == "step" else "distance travelled (cumulative, Euclidean)")
     ax.grid(True, which="major", alpha=0.3)
     objectives = {
-        str(getattr(r, "trajectory", r).settings.get("objective")) for _, r in _items(runs)
+        str(getattr(r, "trajectory", r).settings.get("objective")) for _, r in run_items(runs)
     }
     if title is None and len(objectives) == 1 and "None" not in objectives:
         title = f"loss along each run on {objectives.pop()}"

@@ -25,7 +25,7 @@ from lossatlas.plot._common import (
     save,
 )
 from lossatlas.scene.background import background_of
-from lossatlas.scene.tracks import Track, _end, as_tracks
+from lossatlas.scene.tracks import Track, as_tracks, last_inside
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -39,7 +39,7 @@ def _draw_path(ax: Axes, t: Track, color: Any, box: Box) -> Any:
     every = max(1, len(p) // 60)  # small markers at the steps, at most about 60
     ax.plot(p[::every, 0], p[::every, 1], ls="", marker="o", ms=2.5, color=color, mec="none")
     ax.plot(*p[0], ls="", marker="o", ms=7, mfc=color, mec="k", zorder=5)
-    end = _end(p, box)
+    end = last_inside(p, box)
     if end is not None:
         ax.plot(*end, ls="", mfc=color, mec="k", zorder=5, clip_on=False, **end_style(t))
     return line

@@ -37,7 +37,7 @@ def _digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tens
     return x[train], y[train], x[test], y[test]
 
 
-def _digits_model() -> nn.Sequential:
+def digits_model() -> nn.Sequential:
     """The untrained model; `skip_init` keeps construction off the global RNG."""
     linear = functools.partial(nn.utils.skip_init, nn.Linear)
     layers = [("fc1", linear(64, 128)), ("act1", nn.ReLU()), ("fc2", linear(128, 128))]
@@ -84,7 +84,7 @@ def digits_mlp(*, seed: int = 0, split: str = "train", quiet: bool = True) -> Pr
     check_split(split)
     check_seed(seed)
     x_train, y_train, x_test, y_test = _digits_data()
-    model = _digits_model()
+    model = digits_model()
     load_or_train(
         model,
         lambda: _train_digits(model, x_train, y_train, seed),

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from lossatlas.report import figures as rf
-from lossatlas.report.sections import Parts
+from lossatlas.report.parts import Parts
 
 
 def _chords(

@@ -9,7 +9,7 @@ import numpy as np
 from lossatlas.errors import LossatlasError
 from lossatlas.landscape.record import Surface
 from lossatlas.report import figures as rf
-from lossatlas.report.sections import Parts
+from lossatlas.report.parts import Parts
 from lossatlas.scene.labels import describe
 
 

@@ -15,14 +15,12 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from lossatlas.core.provenance import __version__
 from lossatlas.errors import LossatlasError
-from lossatlas.landscape.record import Surface
-from lossatlas.plot._common import FIGURE_FORMATS, figure_path
-from lossatlas.plot.surface import save_figure
+from lossatlas.report.parts import fmt
+from lossatlas.report.sections import parts
 
-__all__ = ["FIGURE_FORMATS", "Section", "figure_path", "headline", "save_figure", "write_report"]
+__all__ = ["Section", "write_report"]
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:0;color:#222;background:#fafafa}
 main{max-width:1200px;margin:auto;padding:1.5rem}h1{margin:.2rem 0}.sub{color:#666;margin-top:0}
@@ -60,29 +58,6 @@ class Section:
     log: bool | None = None
 
 
-def headline(surface: Surface) -> dict[str, Any]:
-    """Headline numbers: loss (and metrics) at the centre, the lowest loss and where it is.
-
-    Values at the centre are None when the origin is not a grid point (an even number of steps
-    over a symmetric span, or a span that excludes 0).
-    """
-    index = tuple(int(np.argmin(np.abs(c))) for c in surface.coords)
-    at_zero = all(abs(c[i]) <= 1e-9 * max(1.0, np.ptp(c)) for c, i in zip(surface.coords, index))
-    center = index if at_zero else None
-    finite = np.isfinite(surface.loss)
-    out: dict[str, Any] = {
-        "loss_center": None if center is None else float(surface.loss[center]),
-        "loss_min": float(surface.loss[finite].min()) if finite.any() else None,
-        "argmin": list(surface.argmin()) if finite.any() else None,
-    }
-    for name, grid in surface.metrics.items():
-        out[f"{name}_center"] = None if center is None else float(grid[center])
-    out["n_points"] = int(surface.loss.size)
-    out["nonfinite"] = surface.nonfinite
-    out["seconds"] = surface.provenance.get("seconds")
-    return out
-
-
 def _div(fig: Any, div_id: str) -> str:
     config = {"displaylogo": False, "responsive": True}
     return fig.to_html(
@@ -97,8 +72,6 @@ def _div(fig: Any, div_id: str) -> str:
 
 def _table(rows: list[dict[str, Any]]) -> str:
     """Rows of dicts as an HTML table; columns in first-seen order."""
-    from lossatlas.report.sections import fmt
-
     columns = list(dict.fromkeys(k for row in rows for k in row))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
     body = "".join(
@@ -120,8 +93,6 @@ def _settings(groups: dict[str, Any]) -> str:
 
 def _section(i: int, item: Any, log: bool) -> tuple[str, str]:
     """One section's HTML and its heading."""
-    from lossatlas.report.sections import fmt, parts
-
     sec = item if isinstance(item, Section) else Section(item)
     p = parts(sec.result, log=log if sec.log is None else sec.log, background=sec.background)
     title = sec.title or p.title
@@ -176,8 +147,6 @@ def write_report(
         The path written.
     """
     from plotly.offline import get_plotlyjs
-
-    from lossatlas.core.provenance import __version__
 
     items = list(results) if isinstance(results, (list, tuple)) else [results]
     if not items:

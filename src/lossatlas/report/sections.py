@@ -6,8 +6,6 @@ section ends with the settings and provenance of the result its figures were dra
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -19,10 +17,17 @@ from lossatlas.descent.functions import FUNCTIONS, TestFunction
 from lossatlas.descent.run import Trajectory
 from lossatlas.descent.sweeps import Run, Sweep
 from lossatlas.errors import LossatlasError
+from lossatlas.landscape.inputs import InputSurface
 from lossatlas.landscape.record import Surface
+from lossatlas.minima.comparison import MinimaComparison
+from lossatlas.minima.curves import CurveLosses
+from lossatlas.minima.flat_sharp import FlatSharpStudy
+from lossatlas.minima.interpolation import BarrierMatrix, Interpolation
+from lossatlas.report import barriers as rb
 from lossatlas.report import curves as rc
 from lossatlas.report import figures as rf
-from lossatlas.report.page import headline
+from lossatlas.report import minima as rm
+from lossatlas.report.parts import Parts
 from lossatlas.scene.background import background_of
 from lossatlas.scene.labels import describe
 from lossatlas.scene.tracks import as_tracks
@@ -31,25 +36,12 @@ RUNS = (Sweep, Comparison, Trajectory, Run)
 GRID_STEPS = 121  # a function's background grid in the browser
 
 
-@dataclass
-class Parts:
-    """What a section shows: heading, headline numbers, `(figure, caption)`s, tables, settings."""
-
-    title: str
-    cards: dict[str, Any] = field(default_factory=dict)
-    figures: list[tuple[Any, str]] = field(default_factory=list)
-    tables: list[list[dict[str, Any]]] = field(default_factory=list)
-    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
-
-
 def parts(result: Any, *, log: bool, background: Any = None) -> Parts:
     """The section of one result (a Surface, runs, a SharpnessReport, a Density, ...)."""
     if isinstance(result, Surface):
         return _surface(result, log)
     if isinstance(result, dict) and result and all(isinstance(s, Surface) for s in result.values()):
-        from lossatlas.report.minima import side_by_side
-
-        return side_by_side({str(k): v for k, v in result.items()}, log)
+        return rm.side_by_side({str(k): v for k, v in result.items()}, log)
     if isinstance(result, RUNS) or (
         isinstance(result, (list, tuple)) and result and all(isinstance(r, RUNS) for r in result)
     ):
@@ -58,14 +50,6 @@ def parts(result: Any, *, log: bool, background: Any = None) -> Parts:
         return _sharpness(result)
     if isinstance(result, Density):
         return _density(result)
-    from lossatlas.landscape.inputs import InputSurface  # here: inputs imports the figure modules
-    from lossatlas.minima.comparison import MinimaComparison
-    from lossatlas.minima.curves import CurveLosses
-    from lossatlas.minima.flat_sharp import FlatSharpStudy
-    from lossatlas.minima.interpolation import BarrierMatrix, Interpolation
-    from lossatlas.report import barriers as rb
-    from lossatlas.report import minima as rm
-
     if isinstance(result, InputSurface):
         return _input(result, log)
     if isinstance(result, Interpolation) or (
@@ -96,7 +80,7 @@ def _surface(s: Surface, log: bool) -> Parts:
         raise LossatlasError(f"can only report 1D or 2D surfaces, this one is {s.ndim}D")
     text = describe(s)
     out = Parts(text[0].upper() + text[1:])
-    head = headline(s)
+    head = s.headline()
     out.cards["loss at the centre"] = head["loss_center"]
     out.cards.update({f"{m} at the centre": head[f"{m}_center"] for m in s.metrics})
     out.cards["lowest loss"] = head["loss_min"]
@@ -275,16 +259,3 @@ def _input(s: Any, log: bool) -> Parts:
         out.cards["highest loss"] = float(s.loss[finite].max())
     out.settings = {"settings": s.settings, "provenance": s.provenance}
     return out
-
-
-def fmt(value: Any) -> str:
-    """A value for a table cell: 4 significant digits, lists and dicts inline."""
-    if isinstance(value, float):
-        return f"{value:.4g}" if math.isfinite(value) else str(value)
-    if isinstance(value, dict):
-        return ", ".join(f"{k} {fmt(v)}" for k, v in value.items())
-    if isinstance(value, (list, tuple)) and value and all(isinstance(v, int) for v in value):
-        return " × ".join(map(str, value))
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(fmt(v) for v in value) + "]"
-    return str(value)

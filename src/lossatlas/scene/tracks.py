@@ -28,12 +28,12 @@ class Track(NamedTuple):
     loss: np.ndarray | None
 
 
-def _items(runs: Any, name: str | None = None) -> list[tuple[str | None, Any]]:
+def run_items(runs: Any, name: str | None = None) -> list[tuple[str | None, Any]]:
     """Flatten runs into `(given label, Run | Trajectory | array)` pairs."""
     if isinstance(runs, Mapping):
         out = []
         for key, value in runs.items():
-            got = _items(value)
+            got = run_items(value)
             out += [
                 (str(key) if len(got) == 1 else f"{key} {i}", v) for i, (_, v) in enumerate(got)
             ]
@@ -45,7 +45,7 @@ def _items(runs: Any, name: str | None = None) -> list[tuple[str | None, Any]]:
     if isinstance(runs, Sweep):
         return [(None, r) for r in runs]
     if isinstance(runs, (list, tuple)) and runs and not _numeric(runs):
-        return [item for r in runs for item in _items(r)]
+        return [item for r in runs for item in run_items(r)]
     try:
         arr = np.asarray(runs.detach().cpu() if isinstance(runs, torch.Tensor) else runs, float)
     except (TypeError, ValueError):
@@ -99,7 +99,7 @@ def as_tracks(runs: Any, *, labels: Any = None, dims: int | None = 2) -> list[Tr
         labels: one legend label per track, overriding the automatic ones.
         dims: coordinates each position must have (None: positions are not needed).
     """
-    items = _items(runs)
+    items = run_items(runs)
     fields = [_fields(obj) for _, obj in items]
     auto = [[f["optimizer"], f["lr"]] if f else [] for f in fields]
     for k in ("schedule", "options", "start", "seed"):  # only where it tells runs apart
@@ -139,7 +139,7 @@ def as_tracks(runs: Any, *, labels: Any = None, dims: int | None = 2) -> list[Tr
     return tracks
 
 
-def _end(p: np.ndarray, box: Box) -> np.ndarray | None:
+def last_inside(p: np.ndarray, box: Box) -> np.ndarray | None:
     """The last finite position; for a run that ended outside the box, where it last left it."""
     lo, hi = np.array(box).T
     ok = np.isfinite(p).all(1)
