@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from torch.utils.flop_counter import FlopCounterMode
 
 import lossatlas as la
+from lossatlas.core import Evaluator
 
 
 def matmul_rate(n: int = 1024, reps: int = 20) -> float:
@@ -135,7 +136,7 @@ def run_case(name, model, x, y, steps, *, quick: bool, profile: bool) -> dict:
         "max_rel_diff": max_rel,
     }
     if profile:
-        evaluator = la.Evaluator(problem, dirs)
+        evaluator = Evaluator(problem, dirs)
         chunk = coeffs[: evaluator.plan.chunk_size]
         evaluator(chunk)
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:

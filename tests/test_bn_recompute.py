@@ -14,6 +14,8 @@ from torch import nn
 from torch.optim.swa_utils import update_bn
 
 import lossatlas as la
+from lossatlas.core import Evaluator
+from lossatlas.core.problem import BN_MODES
 from lossatlas.landscape.trajectory import path_losses, pca_directions
 
 CE = nn.CrossEntropyLoss()
@@ -127,7 +129,7 @@ def test_float32_and_engine_batching(cnn):
     # STATS_BATCH = 1024 > 58 samples), whatever batch size the engine evaluates the loss in.
     pair = la.Problem(case.model, CE, data=(case.X, case.y), dtype=F64, bn="recompute")
     coeffs = np.array([[0.0, 0.0], [0.7, -0.4]])
-    got = [la.Evaluator(pair, dirs, batch_size=b)(coeffs).loss for b in (16, 58)]
+    got = [Evaluator(pair, dirs, batch_size=b)(coeffs).loss for b in (16, 58)]
     np.testing.assert_allclose(got[0], got[1], rtol=1e-12)
     whole = [(case.X, case.y)]
     loss, _ = reference(case.model, dirs, [np.array([0.0, 0.7]), np.array([0.0, -0.4])], whole)
@@ -177,7 +179,7 @@ def test_without_batchnorm_recompute_changes_nothing(name):
     batches = case.batches(24)
     problem = la.Problem(case.model, CE, data=batches, metrics=METRICS, bn="recompute")
     dirs = la.random_directions(problem, 2, seed=4)
-    ev = la.Evaluator(problem, dirs, path="vmap", slopes=True)  # both allowed: a no-op
+    ev = Evaluator(problem, dirs, path="vmap", slopes=True)  # both allowed: a no-op
     assert ev.stats is None
     got = la.surface(problem, dirs, steps=3, quiet=True)
     same = la.surface(problem, dirs, steps=3, bn="eval", quiet=True)
@@ -260,7 +262,7 @@ def test_what_cannot_recompute_says_so(cnn):
         "descend": lambda: la.descend(problem, steps=2),
         "input_surface": lambda: la.input_surface(problem, plane="random", steps=3, quiet=True),
         "slopes": lambda: la.surface(problem, dirs, steps=3, slopes=True, quiet=True),
-        "vmap": lambda: la.Evaluator(problem, dirs, path="vmap"),
+        "vmap": lambda: Evaluator(problem, dirs, path="vmap"),
     }
     for what, call in calls.items():
         with pytest.raises(la.LossatlasError) as info:
@@ -269,7 +271,7 @@ def test_what_cannot_recompute_says_so(cnn):
         assert "\n" not in message and "recompute" in message, (what, message)
     # The same calls work on the same problem in eval mode.
     la.HessianOperator(problem.with_bn("eval"))
-    la.Evaluator(problem.with_bn("eval"), dirs, path="vmap")
+    Evaluator(problem.with_bn("eval"), dirs, path="vmap")
 
 
 def test_bad_bn_modes(cnn):
@@ -281,7 +283,7 @@ def test_bad_bn_modes(cnn):
     dirs = la.random_directions(problem, 1, seed=0)
     with pytest.raises(la.LossatlasError, match="bn='bogus' is not supported"):
         la.surface(problem, dirs, steps=3, bn="bogus", quiet=True)
-    assert "recompute" in la.problem.BN_MODES and "recompute" in repr(problem.with_bn("recompute"))
+    assert "recompute" in BN_MODES and "recompute" in repr(problem.with_bn("recompute"))
 
 
 def test_a_statistics_pass_that_fails_says_so_in_one_line():

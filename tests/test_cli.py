@@ -87,7 +87,10 @@ def test_demo_quick_json(quick_demo) -> None:
     assert page.count("<section id=") == 16
     # Many minima: the trained curve's barrier is below the straight line's, which is the
     # largest entry of the barrier matrix for that pair or below it.
-    assert 0 <= result["curve_barrier"] < result["line_barrier"] <= result["barrier_max"] + 1e-12
+    # (the two straight lines are evaluated on different engine paths: equal to float rounding)
+    assert (
+        0 <= result["curve_barrier"] < result["line_barrier"] <= result["barrier_max"] * (1 + 1e-8)
+    )
     assert all(g > 0 for g in result["minima_gap"]) and len(result["minima_lambda_max"]) == 3
     width, height = png_size(files["digits-mlp.png"])
     assert width >= 800 and height >= 600

@@ -12,7 +12,7 @@ from lossatlas.problems.registry import PROBLEMS
 
 
 def test_list_names_everything():
-    run = [sys.executable, "-m", "lossatlas.cli", "list"]
+    run = [sys.executable, "-m", "lossatlas", "list"]
     proc = subprocess.run([*run, "--json"], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     groups = json.loads(proc.stdout)

@@ -338,7 +338,7 @@ def test_batchnorm_model_stays_in_eval_mode_and_final_params_load():
 
 
 def test_large_problem_records_only_the_final_position(monkeypatch):
-    monkeypatch.setattr("lossatlas.descent.POSITION_BUDGET", 10)
+    monkeypatch.setattr("lossatlas.descent.run.POSITION_BUDGET", 10)
     x, y = regression_data()
     problem = la.Problem(regression_model(), nn.MSELoss(), (x, y))
     with pytest.warns(la.LossatlasWarning, match="not recording positions"):

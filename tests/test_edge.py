@@ -54,7 +54,7 @@ def test_threshold_follows_the_schedule_and_momentum():
 
 def test_plot_and_bad_input(tmp_path):
     tracker, _, model = train(every=4)
-    with Image.open(tracker.plot(tmp_path / "eos.png", dpi=50)) as im:
+    with Image.open(la.plot_edge(tracker, tmp_path / "eos.png", dpi=50)) as im:
         assert im.size == (350, 225)
         assert len(np.unique(np.asarray(im.convert("RGB")).reshape(-1, 3), axis=0)) > 20
     problem = la.Problem(
@@ -70,4 +70,4 @@ def test_plot_and_bad_input(tmp_path):
         with pytest.raises(la.LossatlasError, match=match):
             EdgeOfStability(problem, model, **kwargs)
     with pytest.raises(la.LossatlasError, match="nothing recorded"):
-        EdgeOfStability(problem, model, lr=0.1).figure()
+        la.figure_edge(EdgeOfStability(problem, model, lr=0.1))

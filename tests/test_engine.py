@@ -10,6 +10,7 @@ from reference import evaluate, moved_copy
 from torch import nn
 
 import lossatlas as la
+from lossatlas.core import Evaluator
 from lossatlas.core.planning import parse_bytes
 
 CE = nn.CrossEntropyLoss()
@@ -51,7 +52,7 @@ def test_evaluator_at_arbitrary_points(name, m, path, shortcut):
     batches = case.batches(24)
     problem = la.Problem(case.model, CE, data=batches, metrics=METRICS)
     dirs = la.random_directions(problem, m, ignore=None, seed=m)
-    evaluator = la.Evaluator(problem, dirs, path=path, shortcut=shortcut)
+    evaluator = Evaluator(problem, dirs, path=path, shortcut=shortcut)
     coeffs = random_coeffs(5, m, seed=m)
     result = evaluator(coeffs)
     assert result.loss.shape == (5,) and result.metrics["accuracy"].shape == (5,)
@@ -68,7 +69,7 @@ def test_shortcut_with_channels_last_images(path):
     batches = case.batches(20)
     problem = la.Problem(case.model, CE, data=batches, metrics=METRICS)
     dirs = la.random_directions(problem, 2, seed=3)
-    evaluator = la.Evaluator(problem, dirs, path=path)
+    evaluator = Evaluator(problem, dirs, path=path)
     assert evaluator.plan.channels_last and evaluator.plan.shortcut
     coeffs = random_coeffs(4, 2, seed=5)
     result = evaluator(coeffs)
@@ -83,7 +84,7 @@ def test_evaluator_chunks_are_independent(make_case):
     case = make_case("wide_mlp")
     problem = la.Problem(case.model, CE, data=(case.X, case.y))
     dirs = la.random_directions(problem, 2, seed=1)
-    evaluator = la.Evaluator(problem, dirs)
+    evaluator = Evaluator(problem, dirs)
     coeffs = random_coeffs(9, 2, seed=2)
     together = evaluator(coeffs).loss
     apart = np.concatenate([evaluator(coeffs[i : i + 1]).loss for i in range(9)])
@@ -98,7 +99,7 @@ def test_points_are_theta0_plus_c_times_d(mlp_case):
     d1 = {"0.weight": torch.randn(8, 4, generator=gen), "2.bias": torch.randn(3, generator=gen)}
     d2 = {"0.weight": torch.randn(8, 4, generator=gen)}
     coeffs = np.array([[0.5, -2.0], [0.0, 0.0], [1.0, 3.0]])
-    points = la.Evaluator(problem, [d1, d2]).points(coeffs)
+    points = Evaluator(problem, [d1, d2]).points(coeffs)
     assert set(points) == {"0.weight", "2.bias"}  # parameters no direction moves stay out
     w, b = mlp_case.model[0].weight.detach(), mlp_case.model[2].bias.detach()
     for i, (a, c) in enumerate(coeffs):
@@ -113,17 +114,17 @@ def test_memory_budget_and_chunk_size_do_not_change_values(make_case):
     problem = la.Problem(case.model, CE, data=(case.X, case.y))
     dirs = la.random_directions(problem, 2, seed=3)
     coeffs = random_coeffs(6, 2, seed=3)
-    base = la.Evaluator(problem, dirs)(coeffs).loss
-    tiny = la.Evaluator(problem, dirs, memory_budget=1)
+    base = Evaluator(problem, dirs)(coeffs).loss
+    tiny = Evaluator(problem, dirs, memory_budget=1)
     assert tiny.plan.chunk_size >= 1
     np.testing.assert_allclose(tiny(coeffs).loss, base, rtol=1e-6, atol=1e-7)
     for budget in ("1MB", "64KiB", 10_000):
-        evaluator = la.Evaluator(problem, dirs, memory_budget=budget)
+        evaluator = Evaluator(problem, dirs, memory_budget=budget)
         np.testing.assert_allclose(evaluator(coeffs).loss, base, rtol=1e-6, atol=1e-7)
-    assert la.Evaluator(problem, dirs, chunk_size=4).plan.chunk_size == 4
-    assert la.Evaluator(problem, dirs, batch_size=5).plan.batch_size == 5
+    assert Evaluator(problem, dirs, chunk_size=4).plan.chunk_size == 4
+    assert Evaluator(problem, dirs, batch_size=5).plan.batch_size == 5
     np.testing.assert_allclose(
-        la.Evaluator(problem, dirs, batch_size=5)(coeffs).loss, base, rtol=1e-5, atol=1e-6
+        Evaluator(problem, dirs, batch_size=5)(coeffs).loss, base, rtol=1e-5, atol=1e-6
     )
 
 
@@ -132,7 +133,7 @@ def test_model_calls_are_counted(mlp_case):
     problem = la.Problem(mlp_case.model, CE, data=batches)
     dirs = la.random_directions(problem, 2)
     for path, calls in (("vmap", len(batches)), ("sequential", 4 * len(batches))):
-        evaluator = la.Evaluator(problem, dirs, path=path)
+        evaluator = Evaluator(problem, dirs, path=path)
         evaluator(random_coeffs(4, 2))
         assert evaluator.n_model_calls == calls
         assert evaluator.n_point_passes == 4 * len(batches)
@@ -170,7 +171,7 @@ def test_parse_bytes_rejects_nonsense(text):
 def test_bad_evaluator_arguments(mlp_case, kwargs, match):
     problem = la.Problem(mlp_case.model, CE, data=(mlp_case.X, mlp_case.y))
     with pytest.raises(la.LossatlasError, match=match):
-        la.Evaluator(problem, la.random_directions(problem, 1), **kwargs)
+        Evaluator(problem, la.random_directions(problem, 1), **kwargs)
 
 
 def test_a_run_is_cut_into_several_chunks(mlp_case):
@@ -179,7 +180,7 @@ def test_a_run_is_cut_into_several_chunks(mlp_case):
 
     problem = la.Problem(mlp_case.model, CE, data=(mlp_case.X, mlp_case.y))
     dirs = la.random_directions(problem, 2, seed=0)
-    plan = la.Evaluator(problem, dirs, memory_budget="8GB", n_points=100).plan
+    plan = Evaluator(problem, dirs, memory_budget="8GB", n_points=100).plan
     assert plan.chunk_size == -(-100 // MIN_CHUNKS)
     land = la.surface(problem, dirs, steps=10, memory_budget="8GB", quiet=True)
     assert land.settings["plan"]["chunk_size"] == plan.chunk_size

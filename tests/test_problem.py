@@ -14,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lossatlas as la
+from lossatlas.core import Evaluator
 
 CE = nn.CrossEntropyLoss()
 
@@ -91,7 +92,7 @@ def test_loss_over_batches_equals_loss_over_all_data(mlp_case, batch_size):
     X, y = mlp_case.X, mlp_case.y
     metrics = {"accuracy": la.accuracy}
     problem = la.Problem(mlp_case.model, CE, data=(X, y), batch_size=batch_size, metrics=metrics)
-    result = la.Evaluator(problem, [{"2.bias": torch.ones(3)}])(np.array([[0.0], [0.5]]))
+    result = Evaluator(problem, [{"2.bias": torch.ones(3)}])(np.array([[0.0], [0.5]]))
     for row, c in enumerate((0.0, 0.5)):
         model = copy.deepcopy(mlp_case.model)
         with torch.no_grad():
@@ -197,7 +198,7 @@ def test_model_that_fails_on_the_data(mlp_case):
     dirs = la.random_directions(problem, 2)
     for call in (
         lambda: la.surface(problem, dirs, steps=3, quiet=True),
-        lambda: la.Evaluator(problem, dirs),
+        lambda: Evaluator(problem, dirs),
     ):
         with raises_one_line("the model fails on the data") as info:
             call()
@@ -261,7 +262,7 @@ def test_evaluator_checks_directions_too(mlp_case, kind):
     directions, match = bad_directions()[kind]
     problem = la.Problem(mlp_case.model, CE, data=(mlp_case.X, mlp_case.y))
     with raises_one_line(match) as info:
-        la.Evaluator(problem, directions)(np.zeros((1, 1)))
+        Evaluator(problem, directions)(np.zeros((1, 1)))
     assert_one_line(info)
 
 
@@ -269,7 +270,7 @@ def test_evaluator_accepts_plain_dicts_of_another_dtype(mlp_case):
     """Evaluator checks directions with as_directions: dtype and device are converted."""
     problem = la.Problem(mlp_case.model, CE, data=(mlp_case.X, mlp_case.y))
     direction = {"2.bias": torch.ones(3, dtype=torch.float64)}
-    result = la.Evaluator(problem, [direction])(np.array([[0.5]]))
+    result = Evaluator(problem, [direction])(np.array([[0.5]]))
     model = copy.deepcopy(mlp_case.model)
     with torch.no_grad():
         model[2].bias += 0.5

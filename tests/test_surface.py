@@ -15,6 +15,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 import lossatlas as la
+from lossatlas.core import Evaluator
 
 CE = nn.CrossEntropyLoss()
 METRICS = {"accuracy": la.accuracy}
@@ -202,7 +203,7 @@ def test_user_model_is_bit_identical_after_a_run(make_case, name, training):
     dirs = la.random_directions(problem, 2, ignore=None, seed=9)
     for path in ("vmap", "sequential"):
         la.surface(problem, dirs, steps=3, path=path, quiet=True)
-    la.Evaluator(problem, dirs)(np.array([[0.3, -0.2], [1.0, 1.0]]))
+    Evaluator(problem, dirs)(np.array([[0.3, -0.2], [1.0, 1.0]]))
 
     after = model.state_dict()
     assert list(after) == list(state)
@@ -393,7 +394,7 @@ def test_axis_directions_move_exactly_the_named_entries(mlp_case):
     dirs = la.axis_directions(problem, ["0.weight[1, 2]", "2.bias[-1]"])
 
     w = model[0].weight.detach()
-    moved = la.Evaluator(problem, dirs[:1]).points(np.array([[0.7], [-1.5]]))
+    moved = Evaluator(problem, dirs[:1]).points(np.array([[0.7], [-1.5]]))
     assert list(moved) == ["0.weight"]
     for row, c in enumerate((0.7, -1.5)):
         diff = moved["0.weight"][row] - w

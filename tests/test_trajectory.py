@@ -17,6 +17,7 @@ from torch import nn
 
 import lossatlas as la
 import lossatlas.landscape.trajectory as trajectory
+from lossatlas.core import Evaluator
 from lossatlas.descent.run import descend
 from lossatlas.landscape.trajectory import PCA, WeightRecorder, path_losses, pca_directions
 
@@ -278,7 +279,7 @@ def test_path_losses_against_brute_force(monkeypatch):
 
     def counting(*args, **kwargs):
         made.append(trajectory.Evaluator)
-        return la.Evaluator(*args, **kwargs)
+        return Evaluator(*args, **kwargs)
 
     monkeypatch.setattr(trajectory, "Evaluator", counting)
     budget = 4 * 4 * 4 * problem.n_params  # 4 checkpoints per block: 7 = 4 + 3
