@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from cases import Case, build_case
+
+from tests.oracles.cases import Case, build_case
 
 # The models are tiny: one thread is fastest and is immune to OpenMP spinning on a busy machine.
 torch.set_num_threads(1)
