@@ -16,7 +16,14 @@ class LossatlasError(ValueError):
 
 
 def check_count(name: str, value: Any, least: int = 1) -> int:
-    """`value` as an integer of at least `least`, or a one-line error naming `name`."""
+    """`value` as an integer of at least `least`, or a one-line error naming `name`.
+
+    >>> check_count("steps", 3)
+    3
+    >>> check_count("steps", 0)
+    Traceback (most recent call last):
+    lossatlas.errors.LossatlasError: steps must be an integer of at least 1, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, Integral) or value < least:
         raise LossatlasError(f"{name} must be an integer of at least {least}, got {value!r}")
     return int(value)

@@ -1,8 +1,7 @@
 """Built-in problems: small models on bundled or generated data, ready to map in seconds.
 
 This module holds the registry `PROBLEMS` and the closed-form problems; the trained ones live in
-`problem_digits`, `problem_toys` and `problem_teacher` (their shared helpers in
-`problem_common`) and are re-exported here. Nothing is downloaded. Trained weights are cached
+`digits`, `toys` and `teacher` (their shared helpers in `common`) and are re-exported here. Nothing is downloaded. Trained weights are cached
 under the user cache directory (`$LOSSATLAS_CACHE`, else `$XDG_CACHE_HOME/lossatlas`, else
 `~/.cache/lossatlas`), one file per problem name, version and seed, so a problem is trained once
 per machine.
