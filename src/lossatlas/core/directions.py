@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from lossatlas.core.problem import Problem
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count, check_seed
 
 Direction = dict[str, torch.Tensor]
 NORMS = ("filter", "layer", "model", "none")
@@ -141,10 +141,9 @@ def random_directions(
         raise LossatlasError(f"norm={norm!r} is not one of {NORMS}")
     if ignore not in IGNORES:
         raise LossatlasError(f"ignore={ignore!r} is not one of {IGNORES}")
-    if not isinstance(n, int) or n < 1:
-        raise LossatlasError(f"the number of directions must be a positive integer, got {n!r}")
+    n = check_count("the number of directions", n)
     weights = _weights(source)
-    gen = torch.Generator().manual_seed(int(seed))
+    gen = torch.Generator().manual_seed(check_seed(seed))
     raw = [
         {k: torch.randn(w.shape, generator=gen, dtype=torch.float64) for k, w in weights.items()}
         for _ in range(n)

@@ -33,7 +33,7 @@ from lossatlas.core.engine import probe
 from lossatlas.core.planning import default_budget, parse_bytes
 from lossatlas.core.problem import Batch, Problem, batch_value
 from lossatlas.curvature.selection import DataSelection, select_data
-from lossatlas.errors import LossatlasError, LossatlasWarning, one_line
+from lossatlas.errors import LossatlasError, LossatlasWarning, check_count, one_line
 
 METHODS = ("auto", "forward", "double")
 Params = dict[str, torch.Tensor]
@@ -101,10 +101,7 @@ class HessianOperator:
     ) -> None:
         if method not in METHODS:
             raise LossatlasError(f"method must be one of {METHODS}, got {method!r}")
-        if isinstance(vectors_per_pass, bool) or not isinstance(vectors_per_pass, int):
-            raise LossatlasError(f"vectors_per_pass must be an integer, got {vectors_per_pass!r}")
-        if vectors_per_pass < 1:
-            raise LossatlasError(f"vectors_per_pass must be at least 1, got {vectors_per_pass}")
+        vectors_per_pass = check_count("vectors_per_pass", vectors_per_pass)
         problem.require_eval_bn("the Hessian (and the curvature and sharpness estimates on it)")
         self.problem = problem
         center = as_center(problem, at, what="at")

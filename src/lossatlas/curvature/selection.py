@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import torch
 
 from lossatlas.core.problem import Batch, Problem
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count
 
 DEFAULT_BATCH = 4096
 
@@ -57,8 +57,8 @@ def select_data(
     problem: Problem, data: str | int, *, seed: int = 0, batch_size: int | None = None
 ) -> DataSelection:
     """The selection named by `data`: `"all"`, `"first_batch"` or an int sample count."""
-    if batch_size is not None and (isinstance(batch_size, bool) or batch_size < 1):
-        raise LossatlasError(f"batch_size must be a positive integer, got {batch_size!r}")
+    if batch_size is not None:
+        batch_size = check_count("batch_size", batch_size)
     size = batch_size or (None if problem.batch_size else DEFAULT_BATCH)
     if data == "all":
         held = tuple(problem.batches(size)) if problem.in_memory else None

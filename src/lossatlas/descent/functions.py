@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from lossatlas.descent.formula import compile_formula, show
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count
 
 Box = tuple[tuple[float, float], tuple[float, float]]
 Point = tuple[float, float]
@@ -129,8 +129,7 @@ class TestFunction:
             box: `((xmin, xmax), (ymin, ymax))`; defaults to the function's own box.
         """
         (x0, x1), (y0, y1) = self.box if box is None else check_box(box)
-        if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
-            raise LossatlasError(f"steps must be an integer of at least 2, got {steps!r}")
+        steps = check_count("steps", steps, 2)
         xs, ys = np.linspace(x0, x1, steps), np.linspace(y0, y1, steps)
         grid_x, grid_y = np.meshgrid(xs, ys)
         with torch.no_grad():

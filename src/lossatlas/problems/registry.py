@@ -1,10 +1,10 @@
 """Built-in problems: small models on bundled or generated data, ready to map in seconds.
 
 This module holds the registry `PROBLEMS` and the closed-form problems; the trained ones live in
-`digits`, `toys` and `teacher` (their shared helpers in `common`) and are re-exported here. Nothing is downloaded. Trained weights are cached
-under the user cache directory (`$LOSSATLAS_CACHE`, else `$XDG_CACHE_HOME/lossatlas`, else
-`~/.cache/lossatlas`), one file per problem name, version and seed, so a problem is trained once
-per machine.
+`digits`, `toys` and `teacher` (their shared helpers in `common`) and are re-exported here.
+Nothing is downloaded. Trained weights are cached under the user cache directory
+(`$LOSSATLAS_CACHE`, else `$XDG_CACHE_HOME/lossatlas`, else `~/.cache/lossatlas`), one file per
+problem name, version and seed, so a problem is trained once per machine.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from lossatlas.core.problem import Problem
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, check_count, check_seed
 from lossatlas.problems.common import cache_dir as cache_dir  # re-exported
 from lossatlas.problems.common import load_or_train as load_or_train
 from lossatlas.problems.digits import DIGITS_VERSION as DIGITS_VERSION
@@ -47,9 +47,8 @@ def linreg(*, n: int = 100, noise: float = 0.1, seed: int = 42) -> Problem:
     (the global RNG is untouched). MSE loss, float64. For plain gradient descent the Hessian is
     `2/n X^T X` with `X = [x, 1]`, so the largest stable learning rate is `2 / lambda_max`.
     """
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise LossatlasError(f"n must be an integer of at least 2, got {n!r}")
-    gen = torch.Generator().manual_seed(int(seed))
+    n = check_count("n", n, 2)
+    gen = torch.Generator().manual_seed(check_seed(seed))
     x = torch.linspace(0, 1, n, dtype=torch.float64)[:, None]
     y = 2 * x + 1 + noise * torch.randn(n, 1, generator=gen, dtype=torch.float64)
     model = nn.utils.skip_init(nn.Linear, 1, 1, dtype=torch.float64)
