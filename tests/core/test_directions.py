@@ -263,3 +263,12 @@ def test_axis_entry_parsing_errors(mlp_case, entry, match):
     with pytest.raises(la.LossatlasError, match=match) as info:
         la.axis_directions(mlp_case.model, [entry])
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [({"seed": -1}, "seed must be"), ({"seed": 1.5}, "seed must be"), ({"n": 0}, "at least 1")],
+)
+def test_counts_and_seeds_are_checked_by_the_shared_rule(mlp_case, kwargs, match) -> None:
+    with pytest.raises(la.LossatlasError, match=match):
+        la.random_directions(mlp_case.model, **{"n": 2, **kwargs})
