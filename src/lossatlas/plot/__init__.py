@@ -1,7 +1,14 @@
 """Static figures with matplotlib's object API (never pyplot: the user's backend is left alone).
 
-Every figure is `figure_x(record, *, ...) -> matplotlib.figure.Figure`; `save(fig, path)` writes
-PNG, SVG or PDF by the suffix. `plot_x(record, path, ...)` is the shortcut for both.
+One way to draw: every figure is `figure_x(record, *, ax=None, ...) -> matplotlib.figure.Figure`.
+Without `ax` it makes its own figure (constrained layout, legends under the axes); given a
+matplotlib Axes it draws into it (colour bars beside it, legends inside it, the caller's figure
+otherwise left alone) and returns the figure holding it, as scikit-learn's inspection plots do.
+Figures of several panels (`figure_line`, `figure_curve`, `figure_interpolation`,
+`figure_input_surface`) take one Axes (the first panel alone) or one Axes per panel;
+`figure_surface_3d` needs 3D axes. `save(fig, path, dpi=...)` writes PNG, SVG or PDF by the
+suffix, and `plot_x(record, path, ..., dpi=...)` is `save(figure_x(record, ...), path, dpi=dpi)`.
+`animate` writes GIF or MP4; `save_figure` is the older name for saving a Surface's figure.
 """
 
 from __future__ import annotations
@@ -12,7 +19,7 @@ from lossatlas.plot.curves import figure_curve, plot_curve
 from lossatlas.plot.density import figure_density, plot_density
 from lossatlas.plot.edge import figure_edge, plot_edge
 from lossatlas.plot.flat_sharp import figure_flat_vs_sharp, plot_flat_vs_sharp
-from lossatlas.plot.inputs import plot_input_surface
+from lossatlas.plot.inputs import figure_input_surface, plot_input_surface
 from lossatlas.plot.interpolation import (
     figure_barriers,
     figure_interpolation,
@@ -21,7 +28,7 @@ from lossatlas.plot.interpolation import (
 )
 from lossatlas.plot.lines import figure_histories, figure_line, plot_histories, plot_line
 from lossatlas.plot.paths import figure_paths, figure_surface_3d, plot_paths, plot_surface_3d
-from lossatlas.plot.surface import save_figure
+from lossatlas.plot.surface import figure_surface, plot_surface, save_figure
 
 __all__ = [
     "animate",
@@ -31,9 +38,11 @@ __all__ = [
     "figure_edge",
     "figure_flat_vs_sharp",
     "figure_histories",
+    "figure_input_surface",
     "figure_interpolation",
     "figure_line",
     "figure_paths",
+    "figure_surface",
     "figure_surface_3d",
     "plot_barriers",
     "plot_curve",
@@ -45,6 +54,7 @@ __all__ = [
     "plot_interpolation",
     "plot_line",
     "plot_paths",
+    "plot_surface",
     "plot_surface_3d",
     "save",
     "save_figure",

@@ -115,7 +115,7 @@ def animate(
         artists.append((p, line, head, end))
     lines = [a[1] for a in artists]
     marks = [a for a in ax.lines if not a.get_label().startswith("_") and a not in lines]
-    legend(fig, lines + marks, tracks)
+    legend(ax, lines + marks, tracks)
     n = max(len(p) for p, *_ in artists)
     box = {"boxstyle": "round,pad=0.3", "fc": "white", "ec": "0.5", "alpha": 0.85}
     where = {"transform": ax.transAxes, "ha": "left", "va": "top", "zorder": 8}

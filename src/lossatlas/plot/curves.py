@@ -1,6 +1,7 @@
 """The static figure of a curve between two minima: its loss beside the straight line's.
 
-Matplotlib's object API only (`matplotlib.figure.Figure`, never pyplot).
+Matplotlib's object API only (`matplotlib.figure.Figure`, never pyplot). `figure_curve` draws
+into a new figure or the caller's Axes (`ax=`); `plot_curve` saves it.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import numpy as np
 
 from lossatlas.errors import LossatlasError
 from lossatlas.minima.curves import CurveLosses
-from lossatlas.plot._common import check_size, figure_path, save
+from lossatlas.plot._common import panel_axes, save
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
@@ -45,11 +48,25 @@ def _mark_barrier(ax: Axes, t: np.ndarray, loss: np.ndarray, color, label: str) 
 
 
 def figure_curve(
-    curve_losses: CurveLosses, *, log: bool = False, figsize: tuple[float, float] | None = None
+    curve_losses: CurveLosses,
+    *,
+    ax: Axes | Sequence[Axes] | None = None,
+    log: bool = False,
+    figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """The loss along the curve and the line (and metrics beside them); see `plot_curve`."""
-    from matplotlib.figure import Figure
+    """The loss along the curve and the line (and metrics beside them); see `plot_curve`.
 
+    Args:
+        curve_losses, log: as for `plot_curve`.
+        figsize: inches of the new figure (ignored with `ax`).
+        ax: where to draw. Default: a new figure, the loss panel and (when there are metrics)
+            the metrics panel beside it. One matplotlib Axes: the loss panel alone (metrics
+            left out). Two Axes `(loss_ax, metrics_ax)`: both panels, for curve losses with
+            metrics (else a one-line error).
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
     if not isinstance(curve_losses, CurveLosses):
         raise LossatlasError(
             f"plot_curve needs the CurveLosses of curve_losses, got {type(curve_losses).__name__}"
@@ -65,8 +82,8 @@ def figure_curve(
     if not (np.isfinite(loss).any() or np.isfinite(line).any()):
         raise LossatlasError("the curve has no finite (positive, with log) loss to plot")
     size = figsize or ((11.0, 4.6) if cl.metrics else (6.6, 4.6))
-    fig = Figure(figsize=check_size(size), layout="constrained")
-    panels = np.atleast_1d(fig.subplots(1, 2 if cl.metrics else 1))
+    names = ("loss", "metrics") if cl.metrics else ("loss",)
+    fig, panels = panel_axes(ax, names, size, "figure_curve")
     ax = panels[0]
     kind = f"{cl.settings.get('kind', 'curve')} curve"
     if cl.settings.get("kind") == "chain":
@@ -78,14 +95,15 @@ def figure_curve(
     _mark_barrier(ax, t, np.asarray(cl.loss, float), "C0", "curve")
     _mark_barrier(ax, t, np.asarray(cl.line_loss, float), "C3", "line")
     ax.set_title(f"barrier: curve {cl.barrier:.3g}, line {cl.line_barrier:.3g}", fontsize=10)
-    for j, (name, values) in enumerate(cl.metrics.items()):  # colour: path; marker: metric
-        style = {"marker": "os^vD"[j % 5] if len(cl.metrics) > 1 else None, "ms": 3}
+    metrics = cl.metrics if len(panels) == 2 else {}
+    for j, (name, values) in enumerate(metrics.items()):  # colour: path; marker: metric
+        style = {"marker": "os^vD"[j % 5] if len(metrics) > 1 else None, "ms": 3}
         panels[1].plot(t, values, color="C0", lw=1.8, label=f"{name}, {kind}", **style)
         if name in cl.line_metrics:
             line_values = cl.line_metrics[name]
             panels[1].plot(t, line_values, color="C3", ls="--", label=f"{name}, line", **style)
-    if cl.metrics:
-        panels[1].set_ylabel(", ".join(cl.metrics))
+    if metrics:
+        panels[1].set_ylabel(", ".join(metrics))
         panels[1].legend(fontsize=8)
     for a in panels:
         a.set_xlabel("t (0: model a, 1: model b)")
@@ -119,5 +137,4 @@ def plot_curve(
     Returns:
         The path written.
     """
-    path = figure_path(path)
-    return save(figure_curve(curve_losses, log=log, figsize=figsize), path, dpi)
+    return save(figure_curve(curve_losses, log=log, figsize=figsize), path, dpi=dpi)

@@ -1,4 +1,7 @@
-"""The static figure of a Hessian eigenvalue density (from `spectral_density`)."""
+"""The static figure of a Hessian eigenvalue density (from `spectral_density`).
+
+`figure_density` draws into a new figure or the caller's Axes (`ax=`); `plot_density` saves it.
+"""
 
 from __future__ import annotations
 
@@ -7,28 +10,36 @@ from typing import TYPE_CHECKING
 
 from lossatlas.curvature.density import Density
 from lossatlas.errors import LossatlasError
-from lossatlas.plot._common import check_size, figure_path, save
+from lossatlas.plot._common import figure_axes, save
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
 def figure_density(
     density: Density,
     *,
+    ax: Axes | None = None,
     log: bool = True,
     sigma: float | None = None,
     title: str | None = None,
     figsize: tuple[float, float] = (7.0, 4.5),
 ) -> Figure:
-    """The smoothed eigenvalue density, the extreme Ritz values marked; see `plot_density`."""
-    from matplotlib.figure import Figure
+    """The smoothed eigenvalue density, the extreme Ritz values marked; see `plot_density`.
 
+    Args:
+        density, log, sigma, title: as for `plot_density`.
+        figsize: inches of the new figure (ignored with `ax`).
+        ax: matplotlib Axes to draw into; default a new figure.
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
     if not isinstance(density, Density):
         raise LossatlasError(f"expected a Density, got {type(density).__name__}")
     grid, values = density.density(sigma=sigma)
-    fig = Figure(figsize=check_size(figsize), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = figure_axes(ax, figsize, "figure_density")
     ax.plot(grid, values, color="C0", lw=1.5, label="smoothed density")
     ax.fill_between(grid, values, color="C0", alpha=0.15, lw=0)
     if log:
@@ -74,8 +85,9 @@ def plot_density(
         title: replaces the default title (dim, vectors, steps).
         figsize: inches.
         dpi: resolution of PNG output.
+
+    Returns:
+        The path written.
     """
-    target = figure_path(path)
-    return save(
-        figure_density(density, log=log, sigma=sigma, title=title, figsize=figsize), target, dpi
-    )
+    fig = figure_density(density, log=log, sigma=sigma, title=title, figsize=figsize)
+    return save(fig, path, dpi=dpi)

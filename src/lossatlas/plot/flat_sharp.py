@@ -1,4 +1,8 @@
-"""The static figure of a flat-versus-sharp study: both minima's 1D slices on one plot."""
+"""The static figure of a flat-versus-sharp study: both minima's 1D slices on one plot.
+
+`figure_flat_vs_sharp` draws into a new figure or the caller's Axes (`ax=`);
+`plot_flat_vs_sharp` saves it.
+"""
 
 from __future__ import annotations
 
@@ -9,10 +13,11 @@ import numpy as np
 
 from lossatlas.errors import LossatlasError
 from lossatlas.minima.flat_sharp import FlatSharpStudy
-from lossatlas.plot._common import check_size, figure_path, save
+from lossatlas.plot._common import figure_axes, save
 from lossatlas.scene.background import CENTRE
 
 if TYPE_CHECKING:
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
@@ -32,15 +37,27 @@ def study_table(study: FlatSharpStudy) -> str:
 
 
 def figure_flat_vs_sharp(
-    study: FlatSharpStudy, *, log: bool = False, figsize: tuple[float, float] = (7.5, 5.4)
+    study: FlatSharpStudy,
+    *,
+    ax: Axes | None = None,
+    log: bool = False,
+    figsize: tuple[float, float] = (7.5, 5.4),
 ) -> Figure:
-    """Both minima's slices on one plot; see `plot_flat_vs_sharp`."""
-    from matplotlib.figure import Figure
+    """Both minima's slices on one plot; see `plot_flat_vs_sharp`.
 
+    Args:
+        study, log: as for `plot_flat_vs_sharp`.
+        ax: matplotlib Axes to draw into, with the legend inside it; default a new figure
+            with the legend under the axes.
+        figsize: inches of the new figure (ignored with `ax`).
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
     if not isinstance(study, FlatSharpStudy):
         raise LossatlasError(f"expected a FlatSharpStudy, got {type(study).__name__}")
-    fig = Figure(figsize=check_size(figsize), layout="constrained")
-    ax = fig.add_subplot()
+    own = ax is None
+    fig, ax = figure_axes(ax, figsize, "figure_flat_vs_sharp")
     lines = (
         (study.small_train, "C0", "-", "small batch, train"),
         (study.small_val, "C0", "--", "small batch, val"),
@@ -77,7 +94,10 @@ def figure_flat_vs_sharp(
         fontsize=7.5,
         bbox={"fc": "white", "ec": "0.6", "alpha": 0.85, "boxstyle": "round,pad=0.4"},
     )
-    fig.legend(loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    if own:
+        fig.legend(loc="outside lower center", ncols=5, fontsize=8, frameon=False)
+    else:  # where it covers least: the curves, and the table of numbers at the top
+        ax.legend(loc="best", fontsize=7, framealpha=0.8)
     return fig
 
 
@@ -102,5 +122,4 @@ def plot_flat_vs_sharp(
     Returns:
         The path written.
     """
-    path = figure_path(path)
-    return save(figure_flat_vs_sharp(study, log=log, figsize=figsize), path, dpi)
+    return save(figure_flat_vs_sharp(study, log=log, figsize=figsize), path, dpi=dpi)

@@ -1,11 +1,13 @@
 """Static figures of interpolations and barrier matrices (PNG, SVG or PDF, matplotlib).
 
-As elsewhere in lossatlas, every `plot_*` writes a file and its `figure_*` twin returns the
-`matplotlib.figure.Figure` (object API only, never pyplot: the user's backend is left alone).
+As elsewhere in lossatlas, every `figure_*` returns the `matplotlib.figure.Figure`, drawn into
+the caller's Axes when given `ax=` (object API only, never pyplot: the user's backend is left
+alone), and its `plot_*` twin is `save(figure_*(...), path, dpi=dpi)`.
 """
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +16,7 @@ import numpy as np
 
 from lossatlas.errors import LossatlasError
 from lossatlas.minima.interpolation import BarrierMatrix, Interpolation
-from lossatlas.plot._common import check_size, colors, figure_path, save
+from lossatlas.plot._common import colors, figure_axes, panel_axes, save
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -63,25 +65,42 @@ def _curve(ax: Axes, r: Interpolation, y: np.ndarray, barrier: float | None, col
 
 
 def figure_interpolation(
-    results: Any, *, log: bool = False, figsize: tuple[float, float] | None = None
+    results: Any,
+    *,
+    ax: Axes | Sequence[Axes] | None = None,
+    log: bool = False,
+    figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """The loss (top) and error (bottom, if any) along interpolations; see `plot_interpolation`."""
-    from matplotlib.figure import Figure
+    """The loss (top) and error (bottom, if any) along interpolations; see `plot_interpolation`.
 
+    Args:
+        results, log: as for `plot_interpolation`.
+        ax: where to draw. Default: a new figure, the loss panel over the error panel (when
+            an interpolation has errors), a note on the markers on top and the legend under
+            both. One matplotlib Axes: the loss panel alone (errors left out). Two Axes
+            `(loss_ax, error_ax)`: both panels, for interpolations with errors (else a
+            one-line error). With `ax` the note is the loss axes' title and the legend sits in
+            the loss axes.
+        figsize: inches of the new figure (ignored with `ax`).
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
     items = _interpolations(results)
-    with_error = [r.error is not None for _, r in items]
-    panels_n = 2 if any(with_error) else 1
-    fig = Figure(figsize=check_size(figsize or (6.8, 3.4 + 2.6 * panels_n)), layout="constrained")
-    panels = np.atleast_1d(fig.subplots(panels_n, 1, sharex=True))
+    loss = np.concatenate([np.asarray(r.loss, float) for _, r in items])
+    if log and np.any(loss[np.isfinite(loss)] <= 0):
+        raise LossatlasError("log=True needs positive losses; this path has losses <= 0")
+    own = ax is None
+    names = ("loss", "error") if any(r.error is not None for _, r in items) else ("loss",)
+    size = figsize or (6.8, 3.4 + 2.6 * len(names))
+    fig, panels = panel_axes(ax, names, size, "figure_interpolation", column=True, sharex=True)
+    panels_n = len(panels)
     lines = []
     for (label, r), color in zip(items, colors(len(items))):
         text = f"{label} (loss barrier {r.loss_barrier:.3g})" if label else None
         lines.append(_curve(panels[0], r, r.loss, r.loss_barrier, color, text))
-        if r.error is not None:
+        if r.error is not None and panels_n == 2:
             _curve(panels[1], r, r.error, r.error_barrier, color, None)
-    loss = np.concatenate([np.asarray(r.loss, float) for _, r in items])
-    if log and np.any(loss[np.isfinite(loss)] <= 0):
-        raise LossatlasError("log=True needs positive losses; this path has losses <= 0")
     panels[0].set_yscale("log" if log else "linear")
     if log:
         from matplotlib import ticker
@@ -98,11 +117,15 @@ def figure_interpolation(
             ax.axvline(end, color="0.4", ls=":", lw=1)
         ax.grid(alpha=0.3)
     panels[-1].set_xlabel("t: θ(t) = (1 − t) θ_a + t θ_b")
-    fig.suptitle(
-        "linear interpolation; squares: the models, dotted: the chord, arrows: the barrier",
-        fontsize=9,
-    )
-    if any(line.get_label() and not line.get_label().startswith("_") for line in lines):
+    note = "linear interpolation; squares: the models, dotted: the chord, arrows: the barrier"
+    labelled = any(line.get_label() and not line.get_label().startswith("_") for line in lines)
+    if not own:
+        panels[0].set_title(textwrap.fill(note, 60), fontsize=9)
+        if labelled:
+            panels[0].legend(handles=lines, loc="best", fontsize=7, framealpha=0.8)
+        return fig
+    fig.suptitle(note, fontsize=9)
+    if labelled:
         fig.legend(handles=lines, loc="outside lower center", ncols=1, fontsize=8, frameon=False)
     return fig
 
@@ -125,17 +148,33 @@ def plot_interpolation(
         results: an `Interpolation`, or a list (labelled "a → b") or dict (labelled by key).
         path: the file to write.
         log: a logarithmic loss axis.
+        figsize: inches; default 6.8 wide, 6 high with errors, 3.4 without.
+        dpi: resolution of PNG output.
+
+    Returns:
+        The path written.
     """
-    path = figure_path(path)
-    return save(figure_interpolation(results, log=log, figsize=figsize), path, dpi)
+    return save(figure_interpolation(results, log=log, figsize=figsize), path, dpi=dpi)
 
 
 def figure_barriers(
-    matrix: BarrierMatrix, *, which: str = "loss", figsize: tuple[float, float] | None = None
+    matrix: BarrierMatrix,
+    *,
+    ax: Axes | None = None,
+    which: str = "loss",
+    figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """An annotated heat map of pairwise barriers; see `plot_barriers`."""
-    from matplotlib.figure import Figure
+    """An annotated heat map of pairwise barriers; see `plot_barriers`.
 
+    Args:
+        matrix, which: as for `plot_barriers`.
+        ax: matplotlib Axes to draw into, the colour bar beside it (taken from its space);
+            default a new figure.
+        figsize: inches of the new figure (ignored with `ax`); default grows with the models.
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
     if not isinstance(matrix, BarrierMatrix):
         raise LossatlasError(f"expected a BarrierMatrix, got {type(matrix).__name__}")
     if which not in ("loss", "error"):
@@ -146,11 +185,10 @@ def figure_barriers(
     values = np.asarray(values, float)
     n = len(matrix.names)
     side = 2.2 + 0.55 * n
-    fig = Figure(figsize=check_size(figsize or (side + 1.4, side)), layout="constrained")
-    ax = fig.add_subplot()
+    fig, ax = figure_axes(ax, figsize or (side + 1.4, side), "figure_barriers")
     shown = np.ma.masked_invalid(values)
     image = ax.imshow(shown, cmap="magma_r", vmin=0)
-    fig.colorbar(image, ax=ax, label=f"{which} barrier")
+    ax.figure.colorbar(image, ax=ax, label=f"{which} barrier")
     ax.set_xticks(range(n), matrix.names, rotation=45, ha="right")
     ax.set_yticks(range(n), matrix.names)
     if n <= 20:
@@ -181,6 +219,10 @@ def plot_barriers(
         matrix: from `barrier_matrix`.
         path: the file to write.
         which: `"loss"` or `"error"`.
+        figsize: inches; default grows with the number of models.
+        dpi: resolution of PNG output.
+
+    Returns:
+        The path written.
     """
-    path = figure_path(path)
-    return save(figure_barriers(matrix, which=which, figsize=figsize), path, dpi)
+    return save(figure_barriers(matrix, which=which, figsize=figsize), path, dpi=dpi)

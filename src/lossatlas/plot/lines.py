@@ -1,6 +1,7 @@
 """Curves: loss histories of runs, and the loss (with its slope) along a 1D line.
 
-As in `plots`, every `plot_*` writes PNG, SVG or PDF and its `figure_*` twin returns the figure.
+As in `paths`, every `figure_*` returns the figure (drawn into the caller's Axes when given
+`ax=`) and its `plot_*` twin is `save(figure_*(...), path, dpi=dpi)`.
 """
 
 from __future__ import annotations
@@ -14,34 +15,46 @@ import numpy as np
 
 from lossatlas.errors import LossatlasError
 from lossatlas.landscape.record import Surface
-from lossatlas.plot._common import check_size, colors, figure_path, legend, save
+from lossatlas.plot._common import colors, figure_axes, legend, panel_axes, save
 from lossatlas.scene.background import CENTRE, MINIMUM
 from lossatlas.scene.labels import describe
 from lossatlas.scene.tracks import as_tracks, run_items
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
 
 def figure_histories(
     runs: Any,
     *,
+    ax: Axes | None = None,
     log: bool = True,
     x: str = "step",
     labels: Any = None,
     title: str | None = None,
     figsize: tuple[float, float] = (7.5, 5.0),
 ) -> Figure:
-    """Loss against step (or distance travelled) for every run; see `plot_histories`."""
-    from matplotlib.figure import Figure
+    """Loss against step (or distance travelled) for every run; see `plot_histories`.
 
+    Args:
+        runs, log, x, labels, title: as for `plot_histories`.
+        figsize: inches of the new figure (ignored with `ax`).
+        ax: matplotlib Axes to draw into, with the legend inside it; default a new figure
+            with the legend under the axes.
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
     if x not in ("step", "distance"):
         raise LossatlasError(f"x must be 'step' or 'distance', got {x!r}")
     tracks = as_tracks(runs, labels=labels, dims=None)
     if any(t.loss is None for t in tracks):
         raise LossatlasError("plot_histories needs runs with losses (Trajectories, Runs, a Sweep)")
-    fig = Figure(figsize=check_size(figsize), layout="constrained")
-    ax = fig.add_subplot()
+    own = ax is None
+    fig, ax = figure_axes(ax, figsize, "figure_histories")
     values = np.concatenate([t.loss[np.isfinite(t.loss)] for t in tracks])
     log = log and values.size > 0 and values.min() > 0
     first = max((t.loss[0] for t in tracks if np.isfinite(t.loss[0])), default=math.nan)
@@ -78,7 +91,7 @@ def figure_histories(
         title = f"loss along each run on {objectives.pop()}"
     if title:
         ax.set_title(title, fontsize=10)
-    legend(fig, lines, tracks, ends=False)
+    legend(ax, lines, tracks, ends=False, outside=own)
     return fig
 
 
@@ -141,11 +154,28 @@ def _draw_slope(panels: Any, c: np.ndarray, slope: np.ndarray, loss: np.ndarray)
 
 
 def figure_line(
-    surface: Surface, *, log: bool = False, figsize: tuple[float, float] | None = None
+    surface: Surface,
+    *,
+    ax: Axes | Sequence[Axes] | None = None,
+    log: bool = False,
+    figsize: tuple[float, float] | None = None,
 ) -> Figure:
-    """The loss along a 1D line and, with slopes, dL/dc beside it; see `plot_line`."""
-    from matplotlib.figure import Figure
+    """The loss along a 1D line and, with slopes, dL/dc beside it; see `plot_line`.
 
+    Args:
+        surface, log: as for `plot_line`.
+        figsize: inches of the new figure (ignored with `ax`).
+        ax: where to draw. Default: a new figure, the loss panel and (when the surface has
+            slopes) the slope panel beside it, one legend under both and the surface's
+            description on top. One matplotlib Axes: the loss panel alone, even when the surface
+            has slopes (the slope, its zeros and the shading of its sign are left out). Two
+            Axes `(loss_ax, slope_ax)`: both panels, for a surface with slopes (else a one-line
+            error). With `ax`, each axes gets its own legend, the description is the loss
+            axes' title and the caller's figure is otherwise left alone.
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
     if not isinstance(surface, Surface) or surface.ndim != 1:
         what = (
             f"a {surface.ndim}D Surface" if isinstance(surface, Surface) else type(surface).__name__
@@ -162,8 +192,9 @@ def figure_line(
     if slope is not None:
         slope = np.where(np.isfinite(slope), slope, np.nan)
     size = figsize or ((11.0, 4.8) if slope is not None else (6.4, 4.8))
-    fig = Figure(figsize=check_size(size), layout="constrained")
-    panels = np.atleast_1d(fig.subplots(1, 1 if slope is None else 2))
+    own = ax is None
+    names = ("loss",) if slope is None else ("loss", "slope")
+    fig, panels = panel_axes(ax, names, size, "figure_line")
     d = surface.directions.settings
     xlabel = "c: coefficient along direction 1"
     if d.get("kind") == "axis" and len(d.get("entries", ())) == 1:
@@ -190,9 +221,14 @@ def figure_line(
         a.set_xlabel(xlabel)
         a.set_xlim(c.min(), c.max())
         a.grid(alpha=0.3)
-    if slope is not None:
+    if slope is not None and len(panels) == 2:
         _draw_slope(panels, c, slope, raw)
         panels[1].plot(c[i], slope[i], ls="", zorder=6, **{**MINIMUM, "mfc": "red"})
+    if not own:
+        ax.set_title(textwrap.fill(describe(surface), 70), fontsize=9)
+        for a in panels:
+            a.legend(fontsize=7)
+        return fig
     fig.suptitle(textwrap.fill(describe(surface), 110), fontsize=10)
     handles = {h.get_label(): h for a in panels for h in a.get_legend_handles_labels()[0]}
     ncols = 3 if len(handles) > 4 else len(handles)
@@ -232,8 +268,7 @@ def plot_line(
     Returns:
         The path written.
     """
-    path = figure_path(path)
-    return save(figure_line(surface, log=log, figsize=figsize), path, dpi)
+    return save(figure_line(surface, log=log, figsize=figsize), path, dpi=dpi)
 
 
 def plot_histories(
@@ -266,6 +301,5 @@ def plot_histories(
     Returns:
         The path written.
     """
-    path = figure_path(path)
     fig = figure_histories(runs, log=log, x=x, labels=labels, title=title, figsize=figsize)
-    return save(fig, path, dpi)
+    return save(fig, path, dpi=dpi)

@@ -1,7 +1,7 @@
 """Optimizer paths over a landscape: filled contours and a 3D surface, several runs on one plot.
 
-Every `plot_*` writes PNG, SVG or PDF (by the suffix) and returns the path; its `figure_*` twin
-returns the matplotlib `Figure` instead, for users who compose their own.
+Every `figure_*` returns the matplotlib `Figure`, drawn into the caller's Axes when given one
+(`ax=`); its `plot_*` twin is `save(figure_*(...), path, dpi=dpi)`: PNG, SVG or PDF by the suffix.
 """
 
 from __future__ import annotations
@@ -14,16 +14,7 @@ import numpy as np
 
 from lossatlas.descent.functions import Box, TestFunction
 from lossatlas.landscape.record import Surface
-from lossatlas.plot._common import (
-    base_figure,
-    check_size,
-    colors,
-    end_style,
-    figure_path,
-    halo,
-    legend,
-    save,
-)
+from lossatlas.plot._common import base_figure, colors, end_style, figure_axes, halo, legend, save
 from lossatlas.scene.background import background_of
 from lossatlas.scene.tracks import Track, as_tracks, last_inside
 
@@ -49,6 +40,7 @@ def figure_paths(
     background: TestFunction | Surface,
     runs: Any,
     *,
+    ax: Axes | None = None,
     log: bool = True,
     steps: int = 201,
     labels: Any = None,
@@ -56,13 +48,24 @@ def figure_paths(
     title: str | None = None,
     figsize: tuple[float, float] = (7.0, 6.4),
 ) -> Figure:
-    """Optimizer paths over a filled contour of the landscape; see `plot_paths`."""
+    """Optimizer paths over a filled contour of the landscape; see `plot_paths`.
+
+    Args:
+        background, runs, log, steps, labels, box, title: as for `plot_paths`.
+        figsize: inches of the new figure (ignored with `ax`).
+        ax: 2D matplotlib Axes to draw into, with the colour bar beside it (taken from its
+            space) and the legend inside it; default a new figure with the legend under the axes.
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
     bg = background_of(background, log=log, steps=steps, box=box, title=title)
     tracks = as_tracks(runs, labels=labels)
-    fig, ax = base_figure(bg, check_size(figsize))
+    own = ax is None
+    fig, ax = base_figure(bg, figsize, ax, "figure_paths")
     lines = [_draw_path(ax, t, c, bg.box) for t, c in zip(tracks, colors(len(tracks)))]
     marks = [a for a in ax.lines if not a.get_label().startswith("_") and a not in lines]
-    legend(fig, lines + marks, tracks)
+    legend(ax, lines + marks, tracks, outside=own)
     return fig
 
 
@@ -70,6 +73,7 @@ def figure_surface_3d(
     background: TestFunction | Surface,
     runs: Any,
     *,
+    ax: Axes | None = None,
     log: bool = True,
     steps: int = 81,
     labels: Any = None,
@@ -79,14 +83,26 @@ def figure_surface_3d(
     azim: float = 60.0,
     figsize: tuple[float, float] = (7.5, 6.4),
 ) -> Figure:
-    """The landscape as a 3D surface with the paths drawn on it; see `plot_surface_3d`."""
-    from matplotlib import ticker
-    from matplotlib.figure import Figure
+    """The landscape as a 3D surface with the paths drawn on it; see `plot_surface_3d`.
 
+    Args:
+        background, runs, log, steps, labels, box, title, elev, azim: as for `plot_surface_3d`.
+        figsize: inches of the new figure (ignored with `ax`).
+        ax: 3D matplotlib Axes to draw into (`fig.add_subplot(projection="3d")`; other axes
+            are a one-line error). Its `computed_zorder` is turned off, so that the paths stay
+            above the surface, and its view is set to `elev`, `azim`; the colour bar goes
+            beside it and the legend inside it.
+
+    Returns:
+        The figure: new, or the one holding `ax`.
+    """
+    from matplotlib import ticker
+
+    own = ax is None
+    fig, ax = figure_axes(ax, figsize, "figure_surface_3d", three_d=True)
     bg = background_of(background, log=log, steps=steps, box=box, title=title)
     tracks = as_tracks(runs, labels=labels)
-    fig = Figure(figsize=check_size(figsize), layout="constrained")
-    ax = fig.add_subplot(projection="3d", computed_zorder=False)  # paths stay above the surface
+    ax.computed_zorder = False  # paths stay above the surface
     grid_x, grid_y = np.meshgrid(bg.xs, bg.ys)
     z = np.log10(bg.z.filled(np.nan)) if bg.log else bg.z.filled(np.nan)
     # Heights span at most 6 decades: a deep narrow valley would otherwise be a row of spikes.
@@ -107,7 +123,7 @@ def figure_surface_3d(
         if last.size:
             k = last[-1]
             ax.plot(p[k, 0], p[k, 1], h[k], ls="", mfc=color, mec="k", zorder=6, **end_style(t))
-    bar = fig.colorbar(surf, ax=ax, shrink=0.6, pad=0.08, label=bg.label)
+    bar = ax.figure.colorbar(surf, ax=ax, shrink=0.6, pad=0.08, label=bg.label)
     if bg.log:  # heights are log10 of the loss: label them with the loss itself
         power = ticker.FuncFormatter(lambda v, _: f"{10**v:.3g}")
         for axis in (ax.zaxis, bar.ax.yaxis):
@@ -117,7 +133,7 @@ def figure_surface_3d(
     ax.view_init(elev=elev, azim=azim)
     if bg.title:
         ax.set_title(textwrap.fill(bg.title, 70), fontsize=10)
-    legend(fig, lines, tracks)
+    legend(ax, lines, tracks, outside=own)
     return fig
 
 
@@ -160,9 +176,8 @@ def plot_paths(
     Returns:
         The path written.
     """
-    path = figure_path(path)
     options = {"log": log, "steps": steps, "labels": labels, "box": box, "title": title}
-    return save(figure_paths(background, runs, figsize=figsize, **options), path, dpi)
+    return save(figure_paths(background, runs, figsize=figsize, **options), path, dpi=dpi)
 
 
 def plot_surface_3d(
@@ -190,7 +205,6 @@ def plot_surface_3d(
     Returns:
         The path written.
     """
-    path = figure_path(path)
     options = {"log": log, "steps": steps, "labels": labels, "box": box, "title": title}
     view = {"elev": elev, "azim": azim, "figsize": figsize}
-    return save(figure_surface_3d(background, runs, **options, **view), path, dpi)
+    return save(figure_surface_3d(background, runs, **options, **view), path, dpi=dpi)
