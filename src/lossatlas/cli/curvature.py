@@ -102,7 +102,7 @@ def sharpness(
 
 
 def _print_sharpness(spec: str, report: Any, files: dict[str, str]) -> None:
-    d = report.to_dict()
+    d = report.headline()  # non-finite values print as nan and inf
     table = Table.grid(padding=(0, 2))
     table.add_column(style="bold")
     table.add_column()
@@ -122,7 +122,7 @@ def _print_sharpness(spec: str, report: Any, files: dict[str, str]) -> None:
     for name, path in files.items():
         table.add_row(name, escape(path))
     console = Console()
-    operator = d["settings"]["operator"]
+    operator = report.settings["operator"]
     console.print(
         f"[bold]{escape(spec)}[/]: {operator['dim']} parameters, {escape(operator['data'])}"
     )

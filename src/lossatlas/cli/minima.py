@@ -123,15 +123,17 @@ def minima(
     files["report"] = str(page)
     summary: dict[str, Any] = {"problem": spec, "files": files, "models": comparison.rows()}
     if barriers:
-        summary["loss_barriers"] = results["barriers"].loss_barrier
+        summary["loss_barriers"] = results["barriers"].headline()["loss_barriers"]
     if curve:
-        summary["curve_barrier"] = results["curve"].barrier
-        summary["line_barrier"] = results["curve"].line_barrier
+        along = results["curve"].headline()
+        summary["curve_barrier"] = along["barrier"]
+        summary["line_barrier"] = along["line_barrier"]
     summary["total_seconds"] = time.perf_counter() - began
     if not as_json:
+        head = comparison.headline()
         summary["models"] = ", ".join(
-            f"{r['name']}: loss {r['train_loss']:.3g}, λmax {r['lambda_max']:.3g}"
-            for r in comparison.rows()
+            f"{name}: loss {loss:.3g}, λmax {lam:.3g}"
+            for name, loss, lam in zip(head["names"], head["train_loss"], head["lambda_max"])
         )
         summary.pop("loss_barriers", None)
     emit(summary, as_json=as_json, quiet=quiet, title=f"{len(runs)} minima of {spec}")

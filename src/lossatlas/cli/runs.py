@@ -126,19 +126,16 @@ def descend(
     if report is not None:
         page = la.write_report(runs, report, title=f"lossatlas: runs on {target}", log=log)
         files["report"] = str(page)
-    rows = runs.table()
-    best = min(rows, key=lambda r: r["best_loss"] if r["best_loss"] == r["best_loss"] else 1e308)
+    head = runs.headline()
     summary = {
         "target": target,
-        "runs": len(rows),
-        "best": f"{best['optimizer']}, lr={best['lr']:g}: loss {best['best_loss']:.4g}",
+        "runs": head["runs"],
+        "best": f"{head['best_optimizer']}, lr={head['best_lr']:g}: loss {head['best_loss']:.4g}",
         "files": files,
-        "table": rows,
+        "table": runs.table(),
         "total_seconds": time.perf_counter() - began,
     }
     if not as_json:
         summary.pop("table")
-        summary["status"] = {
-            s: sum(r["status"] == s for r in rows) for s in ("converged", "max_steps", "diverged")
-        }
-    emit(summary, as_json=as_json, quiet=quiet, title=f"{len(rows)} run(s) on {target}")
+        summary["status"] = {s: head[s] for s in ("converged", "max_steps", "diverged")}
+    emit(summary, as_json=as_json, quiet=quiet, title=f"{head['runs']} run(s) on {target}")

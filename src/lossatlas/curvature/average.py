@@ -61,6 +61,20 @@ class AverageSharpness:
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the mean loss increase with its standard error and 95% interval,
+        the loss at the weights, the mean metric changes, and the number of perturbations."""
+        return {
+            "value": float(self.value),
+            "stderr": float(self.stderr),
+            "ci95": [float(self.ci[0]), float(self.ci[1])],
+            "loss": float(self.loss),
+            "metric_change": {k: float(v) for k, v in self.metric_change.items()},
+            "n_samples": int(self.n_samples),
+            "evaluations": int(self.evaluations),
+            "seconds": float(self.seconds),
+        }
+
 
 def _selected_problem(op: HessianOperator) -> Problem:
     """The operator's data as a Problem (the operator's own problem when it uses all data)."""

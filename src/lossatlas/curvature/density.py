@@ -70,6 +70,19 @@ class Density:
         """The smallest and largest Ritz values (estimates of `lambda_min`, `lambda_max`)."""
         return float(np.nanmin(self.nodes)), float(np.nanmax(self.nodes))
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the smallest and largest Ritz values (estimates of `lambda_min`
+        and `lambda_max`), the number of start vectors and Lanczos steps, and the cost."""
+        lo, hi = self.extremes
+        return {
+            "lambda_min": lo,
+            "lambda_max": hi,
+            "n_vectors": int(self.nodes.shape[0]),
+            "steps": int(self.nodes.shape[1]),
+            "hvps": int(self.hvps),
+            "seconds": float(self.seconds),
+        }
+
     def moments(self, k: int) -> np.ndarray:
         """Per vector, `sum_j tau_j^2 theta_j^k = v^T H^k v / v^T v` (exact for `k < 2m`)."""
         k = check_count("k", k, 0)

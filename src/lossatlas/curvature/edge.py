@@ -56,6 +56,27 @@ class EdgeHistory:
         """`lambda_max / threshold`: 1 is the edge of stability."""
         return self.lambda_max / self.threshold
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: how many estimates, the last one's step, `lambda_max`, threshold
+        and ratio, the peaks of `lambda_max` and of the ratio (over finite values), how many
+        estimates reached the edge (ratio at least 1), and the HVPs in all. Values of an empty
+        history are None."""
+        n = len(self.steps)
+        ratio = self.ratio
+        lam = self.lambda_max[np.isfinite(self.lambda_max)]
+        finite = ratio[np.isfinite(ratio)]
+        return {
+            "estimates": n,
+            "last_step": int(self.steps[-1]) if n else None,
+            "lambda_max_last": float(self.lambda_max[-1]) if n else None,
+            "threshold_last": float(self.threshold[-1]) if n else None,
+            "ratio_last": float(ratio[-1]) if n else None,
+            "lambda_max_peak": float(lam.max()) if lam.size else None,
+            "ratio_peak": float(finite.max()) if finite.size else None,
+            "at_edge": int((finite >= 1).sum()),
+            "hvps": int(np.sum(self.hvps)),
+        }
+
 
 class EdgeOfStability:
     """A training-loop hook estimating `lambda_max` every `every` calls of `record()`.

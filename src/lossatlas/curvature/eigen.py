@@ -61,6 +61,19 @@ class Eigen:
     names: tuple[str, ...] = ()
     layout: tuple[tuple[str, tuple[int, ...]], ...] = ()
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: which end of the spectrum, the eigenvalues in the record's order
+        (`eigenvalues[0]` is `lambda_max` for `which="top"`), their residuals, which pairs
+        converged, and the cost."""
+        return {
+            "which": self.settings.get("which"),
+            "eigenvalues": [float(v) for v in self.eigenvalues],
+            "residuals": [float(r) for r in self.residuals],
+            "converged": [bool(c) for c in self.converged],
+            "hvps": int(self.hvps),
+            "seconds": float(self.seconds),
+        }
+
     def vector(self, i: int = 0) -> dict[str, torch.Tensor]:
         """Eigenvector `i` as a `{name: tensor}` dict over all parameters (zeros off `params`)."""
         if not -len(self.eigenvalues) <= i < len(self.eigenvalues):

@@ -79,6 +79,21 @@ class EpsilonSharpness:
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the sharpness (%), the loss increase, the loss at the weights,
+        the metric changes at the maximiser, its norm, and the search's effort."""
+        return {
+            "value": float(self.value),
+            "loss_increase": float(self.loss_increase),
+            "loss": float(self.loss),
+            "metric_change": {k: float(v) for k, v in self.metric_change.items()},
+            "z_norm": float(self.z_norm),
+            "random_start": bool(self.random_start),
+            "iterations": int(self.iterations),
+            "evaluations": int(self.evaluations),
+            "seconds": float(self.seconds),
+        }
+
 
 @dataclass(frozen=True, eq=False)
 class AdaptiveSharpness:
@@ -107,6 +122,21 @@ class AdaptiveSharpness:
     seconds: float
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the largest loss increase, the loss at the weights, the metric
+        changes at the best point, the perturbation's norms, and the ascent's effort."""
+        return {
+            "value": float(self.value),
+            "loss": float(self.loss),
+            "metric_change": {k: float(v) for k, v in self.metric_change.items()},
+            "epsilon_norm": float(self.epsilon_norm),
+            "delta_norm": float(self.delta_norm),
+            "random_start": bool(self.random_start),
+            "steps": int(self.steps),
+            "evaluations": int(self.evaluations),
+            "seconds": float(self.seconds),
+        }
 
 
 def epsilon_sharpness(

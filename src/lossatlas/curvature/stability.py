@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any
 
 from lossatlas.errors import LossatlasError
 
@@ -56,6 +57,19 @@ class StableLR:
     @property
     def stable(self) -> bool | None:
         return None if self.lr is None else self.lr < self.max_lr
+
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: `lambda_max`, the momentum, the largest stable lr and, when an lr
+        was given, the lr, its share of the bound and whether it is stable (else None)."""
+        ratio, stable = self.ratio, self.stable
+        return {
+            "lambda_max": float(self.lambda_max),
+            "momentum": float(self.momentum),
+            "max_lr": float(self.max_lr),
+            "lr": None if self.lr is None else float(self.lr),
+            "ratio": None if ratio is None else float(ratio),
+            "stable": None if stable is None else bool(stable),
+        }
 
     def describe(self) -> str:
         text = f"largest stable lr {self.max_lr:.4g} (lambda_max {self.lambda_max:.4g}"

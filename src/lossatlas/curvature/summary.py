@@ -59,37 +59,42 @@ class SharpnessReport:
     def lambda_max(self) -> float:
         return float(self.eigen.eigenvalues[0])
 
-    def to_dict(self) -> dict[str, Any]:
-        """Headline numbers and settings as plain JSON types (NaN and inf become None)."""
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers, from each measure's own `headline()`: the eigenvalues (with
+        residuals and convergence), the trace, the stable lr, the loss and metrics, the three
+        sharpness measures with their metric changes, and the cost. Non-finite values stay
+        as they are (`to_dict` makes them None)."""
+        eigen, trace, stable = self.eigen.headline(), self.trace.headline(), self.stable.headline()
+        eps, avg, ada = self.epsilon.headline(), self.average.headline(), self.adaptive.headline()
+        return {
+            "lambda_max": self.lambda_max,
+            "eigenvalues": eigen["eigenvalues"],
+            "eigen_residuals": eigen["residuals"],
+            "eigen_converged": eigen["converged"],
+            "trace": trace["estimate"],
+            "trace_stderr": trace["stderr"],
+            "trace_ci95": trace["ci95"],
+            "max_stable_lr": stable["max_lr"],
+            "lr": stable["lr"],
+            "lr_ratio": stable["ratio"],
+            "loss": float(self.loss),
+            "metrics": {k: float(v) for k, v in self.metrics.items()},
+            "epsilon_sharpness": eps["value"],
+            "epsilon_loss_increase": eps["loss_increase"],
+            "epsilon_metric_change": eps["metric_change"],
+            "average_sharpness": avg["value"],
+            "average_sharpness_stderr": avg["stderr"],
+            "average_metric_change": avg["metric_change"],
+            "adaptive_sharpness": ada["value"],
+            "adaptive_metric_change": ada["metric_change"],
+            "hvps": int(self.hvps),
+            "seconds": float(self.seconds),
+        }
 
-        return jsonable(
-            {
-                "lambda_max": self.lambda_max,
-                "eigenvalues": [float(v) for v in self.eigen.eigenvalues],
-                "eigen_residuals": [float(v) for v in self.eigen.residuals],
-                "eigen_converged": [bool(v) for v in self.eigen.converged],
-                "trace": self.trace.estimate,
-                "trace_stderr": self.trace.stderr,
-                "trace_ci95": list(self.trace.ci),
-                "max_stable_lr": self.stable.max_lr,
-                "lr": self.stable.lr,
-                "lr_ratio": self.stable.ratio,
-                "loss": self.loss,
-                "metrics": self.metrics,
-                "epsilon_sharpness": self.epsilon.value,
-                "epsilon_loss_increase": self.epsilon.loss_increase,
-                "epsilon_metric_change": self.epsilon.metric_change,
-                "average_sharpness": self.average.value,
-                "average_sharpness_stderr": self.average.stderr,
-                "average_metric_change": self.average.metric_change,
-                "adaptive_sharpness": self.adaptive.value,
-                "adaptive_metric_change": self.adaptive.metric_change,
-                "hvps": self.hvps,
-                "seconds": self.seconds,
-                "settings": self.settings,
-                "versions": self.versions,
-            }
-        )
+    def to_dict(self) -> dict[str, Any]:
+        """`headline()` with the settings and versions, as plain JSON types (NaN and inf
+        become None): what `lossatlas sharpness --json` prints."""
+        return jsonable({**self.headline(), "settings": self.settings, "versions": self.versions})
 
 
 def sharpness_report(

@@ -82,6 +82,19 @@ class Trace:
     settings: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the estimate, its standard error and 95% interval, the method, the
+        budget and the cost."""
+        return {
+            "estimate": float(self.estimate),
+            "stderr": float(self.stderr),
+            "ci95": [float(self.ci[0]), float(self.ci[1])],
+            "method": self.method,
+            "n_vectors": int(self.n_vectors),
+            "hvps": int(self.hvps),
+            "seconds": float(self.seconds),
+        }
+
 
 def _rademacher(op: HessianOperator, generator: torch.Generator, k: int) -> torch.Tensor:
     """A `(dim, k)` block of random signs, column by column (independent of block sizes)."""

@@ -18,7 +18,7 @@ import torch
 
 from lossatlas.core.problem import Problem
 from lossatlas.core.provenance import versions
-from lossatlas.descent.run import Trajectory
+from lossatlas.descent.run import STATUSES, Trajectory
 from lossatlas.descent.sweeps import Run, Sweep, as_minimum, distance_to_minimum, sweep
 from lossatlas.errors import LossatlasError
 
@@ -78,6 +78,23 @@ class Comparison:
         `median_distance` (with a known minimum), and `at_edge` (the best lr is an end of the
         grid, so a wider grid might find a better one)."""
         return [dict(row) for row in self.rows]
+
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the criterion, the optimizer ranked first with its value, the
+        chosen lr of every optimizer, those whose best lr is an end of the grid, and the
+        sweep's counts of runs by status (see `Sweep.headline`)."""
+        first = self.rows[0] if self.rows else None
+        counts = self.sweep.headline()
+        return {
+            "criterion": self.criterion,
+            "best_optimizer": None if first is None else first["optimizer"],
+            "best_value": None if first is None else first["value"],
+            "best_lr": dict(self.best_lr),
+            "at_edge": [r["optimizer"] for r in self.rows if r["at_edge"]],
+            "runs": counts["runs"],
+            **{status: counts[status] for status in STATUSES},
+            "seconds": self.provenance.get("seconds"),
+        }
 
     def runs(self, optimizer: str) -> list[Run]:
         """The runs of `optimizer` at its best learning rate."""

@@ -231,6 +231,20 @@ class Trajectory:
             for (name, shape), piece in zip(self.param_shapes, pieces)
         }
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: optimizer and lr, how the run ended, after how many steps, its final
+        and best loss and its final gradient norm."""
+        return {
+            "optimizer": self.optimizer,
+            "lr": self.settings.get("lr"),
+            "status": self.status,
+            "steps_taken": self.steps_taken,
+            "final_loss": self.final_loss,
+            "best_loss": self.best_loss,
+            "final_grad_norm": float(self.grad_norm[-1]) if len(self.grad_norm) else None,
+            "seconds": self.provenance.get("seconds"),
+        }
+
     def __repr__(self) -> str:
         return (
             f"Trajectory(optimizer={self.optimizer!r}, lr={self.settings.get('lr')}, "

@@ -21,7 +21,7 @@ from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
 from lossatlas.descent.optimizers import check_lr, resolve_optimizer
-from lossatlas.descent.run import Trajectory, descend
+from lossatlas.descent.run import STATUSES, Trajectory, descend
 from lossatlas.errors import LossatlasError
 
 
@@ -43,6 +43,13 @@ class Run:
     seed: int
     trajectory: Trajectory
 
+    def headline(self) -> dict[str, Any]:
+        """The trajectory's headline (`Trajectory.headline`) with the run's coordinates."""
+        coords = {"optimizer": self.optimizer, "lr": float(self.lr), "start": int(self.start)}
+        coords["seed"] = int(self.seed)
+        own = self.trajectory.headline()
+        return coords | {k: v for k, v in own.items() if k not in coords}
+
     def __repr__(self) -> str:
         t = self.trajectory
         return (
@@ -50,6 +57,12 @@ class Run:
             f"seed={self.seed}, status={t.status!r}, steps={t.steps_taken}, "
             f"final_loss={t.final_loss:.6g})"
         )
+
+
+def _rank(run: Run) -> float:
+    """A run's best loss for ranking: NaN (no finite loss) ranks last."""
+    best = run.trajectory.best_loss
+    return math.inf if math.isnan(best) else best
 
 
 def distance_to_minimum(position: np.ndarray, minimum: np.ndarray | None) -> float | None:
@@ -159,6 +172,20 @@ class Sweep:
                 row["distance"] = distance_to_minimum(t.final_position, known)
             rows.append(row)
         return rows
+
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: how many runs, how many of them ended in each status, and the run
+        with the lowest best loss (the first of equals; a run without a finite loss only when
+        no run has one): its optimizer, lr and best loss (None for an empty sweep)."""
+        out: dict[str, Any] = {"runs": len(self.entries)}
+        for status in STATUSES:
+            out[status] = sum(str(r.trajectory.status) == status for r in self.entries)
+        best = min(self.entries, key=_rank, default=None)
+        out["best_optimizer"] = None if best is None else best.optimizer
+        out["best_lr"] = None if best is None else float(best.lr)
+        out["best_loss"] = None if best is None else best.trajectory.best_loss
+        out["seconds"] = self.provenance.get("seconds")
+        return out
 
     def __repr__(self) -> str:
         s = self.settings

@@ -73,6 +73,21 @@ class InputSurface:
         i, j = np.unravel_index(int(np.argmin(finite)), self.loss.shape)
         return float(self.coords[0][i]), float(self.coords[1][j])
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the lowest and highest finite loss, where the lowest is, and the
+        grid's size (the loss values are None when no point is finite)."""
+        finite = np.isfinite(self.loss)
+        some = bool(finite.any())
+        return {
+            "plane": self.settings.get("plane"),
+            "loss_min": float(self.loss[finite].min()) if some else None,
+            "loss_max": float(self.loss[finite].max()) if some else None,
+            "argmin": list(self.argmin()) if some else None,
+            "n_points": int(self.loss.size),
+            "nonfinite": int((~finite).sum()),
+            "seconds": self.provenance.get("seconds"),
+        }
+
 
 def input_surface(
     problem: Problem,

@@ -295,6 +295,18 @@ class PCA:
     # A reader over live objects: not written by `storage.save`, so a loaded PCA has None here.
     source: _Checkpoints | None = field(default=None, repr=False, metadata={"store": False})
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the variance each direction explains and in all, the number of
+        checkpoints, and how far the farthest one lies off the plane."""
+        ratio = [float(r) for r in self.explained_variance_ratio]
+        return {
+            "explained_variance_ratio": ratio,
+            "explained_total": float(sum(ratio)),
+            "n_checkpoints": len(self.coords),
+            "max_off_plane": float(np.max(self.off_plane)) if len(self.off_plane) else None,
+            "n_params": self.provenance.get("n_params"),
+        }
+
 
 def pca_directions(
     source: WeightRecorder | Trajectory | np.ndarray,
@@ -405,6 +417,22 @@ class PathLosses:
     true_loss: np.ndarray
     plane_loss: np.ndarray
     steps: np.ndarray
+
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the true loss at the first and last checkpoint, the plane's loss at
+        the last, and the largest gap between the two losses and distance off the plane (None
+        for an empty path)."""
+        if not len(self.true_loss):
+            keys = ("true_loss_start", "true_loss_end", "plane_loss_end", "max_loss_gap")
+            return {"n_checkpoints": 0, **dict.fromkeys(keys), "max_off_plane": None}
+        return {
+            "n_checkpoints": len(self.true_loss),
+            "true_loss_start": float(self.true_loss[0]),
+            "true_loss_end": float(self.true_loss[-1]),
+            "plane_loss_end": float(self.plane_loss[-1]),
+            "max_loss_gap": float(np.max(np.abs(self.true_loss - self.plane_loss))),
+            "max_off_plane": float(np.max(self.off_plane)),
+        }
 
 
 def _losses(evaluator: Evaluator, coeffs: np.ndarray) -> np.ndarray:

@@ -86,6 +86,19 @@ class MinimaComparison:
             out.append(row)
         return out
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the number of models and their names, and per model (in row order,
+        NaN where not measured) the train and validation loss, the gap, `lambda_max`, epsilon-
+        and average sharpness; and the largest relative distance between two models (None for
+        one model)."""
+        upper = self.relative_distances[np.triu_indices(len(self.names), 1)]
+        out: dict[str, Any] = {"models": len(self.names), "names": [str(n) for n in self.names]}
+        keys = ("train_loss", "val_loss", "gap", "lambda_max")
+        keys += ("epsilon_sharpness", "average_sharpness")
+        out |= {key: [float(v) for v in getattr(self, key)] for key in keys}
+        out["max_relative_distance"] = float(np.max(upper)) if upper.size else None
+        return out
+
     def table(self) -> str:
         """The rows as an aligned text table, then the relative distance matrix."""
         rows = self.rows()

@@ -100,6 +100,20 @@ class Curve:
     def bends(self) -> int:
         return len(self.control_points) - 2
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the kind, the bends, the training steps recorded, the first and
+        last mini-batch loss of training (None without a history), and the seconds."""
+        loss = self.history.get("loss")
+        some = loss is not None and len(loss) > 0
+        return {
+            "kind": self.kind,
+            "bends": self.bends,
+            "steps": 0 if loss is None else len(loss),
+            "first_loss": float(loss[0]) if some else None,
+            "final_loss": float(loss[-1]) if some else None,
+            "seconds": self.provenance.get("seconds"),
+        }
+
     def coefficients(self, ts: Any) -> np.ndarray:
         """`(n, n_control)` weights of the control points at each `t` (see `coefficients`)."""
         return coefficients(self.kind, len(self.control_points), ts)
@@ -266,6 +280,17 @@ class CurveLosses:
     line_barrier: float
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the curve's kind, the barrier on the curve and on the straight
+        line, and the highest loss on each (NaN if a loss is NaN)."""
+        return {
+            "kind": self.settings.get("kind"),
+            "barrier": float(self.barrier),
+            "line_barrier": float(self.line_barrier),
+            "loss_max": float(np.max(self.loss)),
+            "line_loss_max": float(np.max(self.line_loss)),
+        }
 
 
 def curve_losses(

@@ -60,17 +60,34 @@ class FlatSharpStudy:
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
 
-    def summary(self) -> str:
-        """The comparison as text, and which minimum came out sharper."""
-        lam = self.comparison.lambda_max
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: both batch sizes, then `[small, large]` pairs of `lambda_max`,
+        generalisation gap, train and validation loss and epsilon-sharpness (from the
+        comparison's `headline()`), and which minimum is sharper (`"small"` or `"large"` by
+        `lambda_max`; None when either is not finite)."""
+        c = self.comparison.headline()
+        lam = c["lambda_max"]
+        sharper = None
         if np.isfinite(lam).all():
             sharper = "large" if lam[1] > lam[0] else "small"
-            verdict = (
-                f"the {sharper}-batch minimum is sharper: lambda_max {lam[0]:.4g} (small batch) "
-                f"vs {lam[1]:.4g} (large batch)"
-            )
-            return f"{self.comparison.table()}\n\n{verdict}"
-        return self.comparison.table()
+        out: dict[str, Any] = {
+            "small_batch": self.settings.get("small_batch"),
+            "large_batch": self.settings.get("large_batch"),
+        }
+        keys = ("lambda_max", "gap", "train_loss", "val_loss", "epsilon_sharpness")
+        return out | {key: c[key] for key in keys} | {"sharper": sharper}
+
+    def summary(self) -> str:
+        """The comparison as text, and which minimum came out sharper."""
+        head = self.headline()
+        if head["sharper"] is None:
+            return self.comparison.table()
+        lam = head["lambda_max"]
+        verdict = (
+            f"the {head['sharper']}-batch minimum is sharper: lambda_max {lam[0]:.4g} (small "
+            f"batch) vs {lam[1]:.4g} (large batch)"
+        )
+        return f"{self.comparison.table()}\n\n{verdict}"
 
 
 def flat_vs_sharp(

@@ -91,6 +91,20 @@ class Interpolation:
     def label(self) -> str:
         return f"{self.names[0]} → {self.names[1]}"
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the two models, the loss (and error) barrier, where the loss
+        barrier is, whether the loss falls monotonically, and the loss at both ends."""
+        ends = [int(np.flatnonzero(self.t == e)[0]) for e in (0.0, 1.0)]
+        return {
+            "names": [str(n) for n in self.names],
+            "loss_barrier": float(self.loss_barrier),
+            "error_barrier": None if self.error_barrier is None else float(self.error_barrier),
+            "argmax_t": float(self.argmax_t),
+            "monotonic": bool(self.monotonic),
+            "loss_a": float(self.loss[ends[0]]),
+            "loss_b": float(self.loss[ends[1]]),
+        }
+
 
 @dataclass(frozen=True, eq=False)
 class BarrierMatrix:
@@ -107,6 +121,23 @@ class BarrierMatrix:
     endpoint_error: np.ndarray | None = None
     settings: dict[str, Any] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the number of models, the largest and smallest loss barrier over
+        the pairs (None with fewer than two models; NaN if a barrier is NaN), the largest error
+        barrier (None without an error metric), each model's own loss, and the whole matrix of
+        loss barriers."""
+        upper = np.triu_indices(len(self.names), 1)
+        loss = self.loss_barrier[upper]
+        error = None if self.error_barrier is None else self.error_barrier[upper]
+        return {
+            "models": len(self.names),
+            "loss_barrier_max": float(np.max(loss)) if loss.size else None,
+            "loss_barrier_min": float(np.min(loss)) if loss.size else None,
+            "error_barrier_max": float(np.max(error)) if error is not None and error.size else None,
+            "endpoint_loss": [float(v) for v in self.endpoint_loss],
+            "loss_barriers": [[float(v) for v in row] for row in self.loss_barrier],
+        }
 
 
 def interpolation_grid(steps: int, margin: float = 0.0) -> np.ndarray:

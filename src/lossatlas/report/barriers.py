@@ -49,20 +49,22 @@ def interpolation(results: list[Any], log: bool) -> Parts:
         rows=1, cols=2 if errors else 1, subplot_titles=("loss", "error") if errors else ("loss",)
     )
     out = Parts("Linear interpolation between models")
-    rows = []
+    rows, heads = [], []
     for i, r in enumerate(results):
         color = rf.PALETTE[i % len(rf.PALETTE)]
         label = f"{r.names[0]} → {r.names[1]}"
         _chords(fig, r.t, r.loss, color, label)
         if r.error is not None:
             _chords(fig, r.t, r.error, color, label, col=2, legend=False)
+        head = r.headline()
+        heads.append(head)
         rows.append(
             {
                 "path": label,
-                "loss barrier": r.loss_barrier,
-                "error barrier": r.error_barrier,
-                "at t": r.argmax_t,
-                "monotonic": r.monotonic,
+                "loss barrier": head["loss_barrier"],
+                "error barrier": head["error_barrier"],
+                "at t": head["argmax_t"],
+                "monotonic": head["monotonic"],
             }
         )
     fig.update_xaxes(title_text="t: (1 − t) θa + t θb")
@@ -75,7 +77,7 @@ def interpolation(results: list[Any], log: bool) -> Parts:
     )
     out.figures.append((fig, caption))
     out.tables.append(rows)
-    out.cards["largest loss barrier"] = max(r.loss_barrier for r in results)
+    out.cards["largest loss barrier"] = max(h["loss_barrier"] for h in heads)
     out.settings = {"settings": results[0].settings, "provenance": results[0].provenance}
     return out
 
@@ -106,10 +108,10 @@ def barriers(matrix: Any) -> Parts:
             yaxis={"autorange": "reversed"},
         )
         out.figures.append((fig, f"Pairwise {which} barriers: 0 means linearly connected."))
-    upper = matrix.loss_barrier[np.triu_indices(len(names), 1)]
-    out.cards["largest loss barrier"] = float(np.max(upper)) if upper.size else None
-    out.cards["smallest loss barrier"] = float(np.min(upper)) if upper.size else None
-    out.tables.append([{"model": n, "loss": float(v)} for n, v in zip(names, matrix.endpoint_loss)])
+    head = matrix.headline()
+    out.cards["largest loss barrier"] = head["loss_barrier_max"]
+    out.cards["smallest loss barrier"] = head["loss_barrier_min"]
+    out.tables.append([{"model": n, "loss": v} for n, v in zip(names, head["endpoint_loss"])])
     out.settings = {"settings": matrix.settings, "provenance": matrix.provenance}
     return out
 
@@ -136,9 +138,10 @@ def curve(result: Any, log: bool) -> Parts:
     fig.update_yaxes(type="log" if log else "linear", row=1, col=1)
     fig.update_layout(legend=rf.LEGEND)
     out = Parts(f"A low-loss path between two minima ({kind})")
+    head = result.headline()
     out.cards = {
-        "barrier on the curve": result.barrier,
-        "barrier on the straight line": result.line_barrier,
+        "barrier on the curve": head["barrier"],
+        "barrier on the straight line": head["line_barrier"],
     }
     caption = (
         "Loss along the trained curve (Garipov et al. 2018) and along the straight line "

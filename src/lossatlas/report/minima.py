@@ -35,8 +35,7 @@ def side_by_side(named: dict[str, Surface], log: bool) -> Parts:
     text = describe(first)
     out = Parts(" vs ".join(labels) + ": " + text)
     for label, s in named.items():
-        finite = s.loss[np.isfinite(s.loss)]
-        out.cards[f"lowest {label} loss"] = float(finite.min()) if finite.size else None
+        out.cards[f"lowest {label} loss"] = s.headline()["loss_min"]
     if first.ndim == 1:
         fig = go.Figure()
         for i, (label, s) in enumerate(named.items()):
@@ -179,7 +178,7 @@ def comparison(result: Any) -> Parts:
                 "the mean of their weight norms.",
             )
         )
-    out.cards["models"] = len(names)
+    out.cards["models"] = result.headline()["models"]
     out.settings = {"settings": result.settings, "provenance": result.provenance}
     return out
 
@@ -216,10 +215,11 @@ def flat_sharp(study: Any, log: bool) -> Parts:
         "2018), on training (solid) and validation (dashed) data."
     )
     out.figures.insert(0, (fig, caption))
-    lam = study.comparison.lambda_max
+    head = study.headline()
+    lam, gap = head["lambda_max"], head["gap"]
     out.cards = {
         "λmax small / large batch": f"{lam[0]:.4g} / {lam[1]:.4g}",
-        "gap small / large batch": f"{study.comparison.gap[0]:.3g} / {study.comparison.gap[1]:.3g}",
+        "gap small / large batch": f"{gap[0]:.3g} / {gap[1]:.3g}",
     }
     out.settings = {"study": study.settings, "provenance": study.provenance}
     return out

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
+from lossatlas.core.provenance import jsonable
 from lossatlas.curvature.density import Density
 from lossatlas.curvature.summary import SharpnessReport
 from lossatlas.descent.comparison import Comparison
 from lossatlas.descent.functions import FUNCTIONS, TestFunction
-from lossatlas.descent.run import Trajectory
+from lossatlas.descent.run import STATUSES, Trajectory
 from lossatlas.descent.sweeps import Run, Sweep
 from lossatlas.errors import LossatlasError
 from lossatlas.landscape.inputs import InputSurface
@@ -129,9 +128,15 @@ def _runs(result: Any, log: bool, background: Any) -> Parts:
     if background is None and isinstance(name, str) and name in FUNCTIONS:
         background = FUNCTIONS[name]
     out = Parts(f"Optimizer runs on {name}" if name else "Optimizer runs")
-    out.cards["runs"] = len(trajectories)
-    for status in ("converged", "diverged", "max_steps"):
-        out.cards[status.replace("_", " ")] = sum(t.status == status for t in trajectories)
+    heads = [] if isinstance(sweep, Sweep) else [t.headline() for t in trajectories]
+    if isinstance(result, (Sweep, Comparison)):
+        counts = result.headline()
+    else:
+        counts = {status: sum(h["status"] == status for h in heads) for status in STATUSES}
+        counts["runs"] = len(heads)
+    out.cards["runs"] = counts["runs"]
+    for status in STATUSES:
+        out.cards[status.replace("_", " ")] = counts[status]
     drawn = result  # a comparison draws each optimizer at its best learning rate
     if isinstance(result, Comparison):
         drawn = [r for name in result.best_lr for r in result.runs(name)]
@@ -148,10 +153,8 @@ def _runs(result: Any, log: bool, background: Any) -> Parts:
     if isinstance(sweep, Sweep):
         rows = sweep.table()
     else:
-        keys = ("optimizer", "status", "steps_taken", "final_loss", "best_loss")
-        rows = [
-            {k: getattr(t, k) for k in keys} | {"lr": t.settings.get("lr")} for t in trajectories
-        ]
+        keys = ("optimizer", "status", "steps_taken", "final_loss", "best_loss", "lr")
+        rows = [{k: h[k] for k in keys} for h in heads]
     if isinstance(result, Comparison):
         out.tables.append(list(result.table()))
     out.tables.append(rows)
@@ -164,13 +167,14 @@ def _runs(result: Any, log: bool, background: Any) -> Parts:
 
 
 def _sharpness(r: SharpnessReport) -> Parts:
-    d = r.to_dict()
+    h = r.headline()
+    d = jsonable(h)  # NaN and inf as None: such cards are left out
     out = Parts("Curvature and sharpness")
     out.cards = {
         "loss": d["loss"],
         **d["metrics"],
         "lambda_max": d["lambda_max"],
-        "trace": f"{d['trace']:.4g} ± {d['trace_stderr']:.2g}",
+        "trace": None if d["trace"] is None else f"{h['trace']:.4g} ± {h['trace_stderr']:.2g}",
         "largest stable lr": d["max_stable_lr"],
     }
     out.figures.append(
@@ -181,41 +185,45 @@ def _sharpness(r: SharpnessReport) -> Parts:
     )
     out.tables.append(
         [
-            {"measure": "lambda_max (top Hessian eigenvalue)", "value": d["lambda_max"]},
+            {"measure": "lambda_max (top Hessian eigenvalue)", "value": h["lambda_max"]},
             {
                 "measure": "trace of the Hessian (Hutch++)",
-                "value": d["trace"],
-                "uncertainty": f"stderr {d['trace_stderr']:.2g}",
+                "value": h["trace"],
+                "uncertainty": f"stderr {h['trace_stderr']:.2g}",
             },
             {
                 "measure": "largest stable lr, (2 + 2 momentum) / lambda_max",
-                "value": d["max_stable_lr"],
+                "value": h["max_stable_lr"],
                 "uncertainty": r.stable.describe(),
             },
             {
                 "measure": "epsilon-sharpness (Keskar et al. 2017, %)",
-                "value": d["epsilon_sharpness"],
-                "uncertainty": f"loss increase {d['epsilon_loss_increase']:.4g}",
+                "value": h["epsilon_sharpness"],
+                "uncertainty": f"loss increase {h['epsilon_loss_increase']:.4g}",
             },
             {
                 "measure": "average sharpness (Gaussian perturbations)",
-                "value": d["average_sharpness"],
-                "uncertainty": f"stderr {d['average_sharpness_stderr']:.2g}",
+                "value": h["average_sharpness"],
+                "uncertainty": f"stderr {h['average_sharpness_stderr']:.2g}",
             },
-            {"measure": "adaptive sharpness (Kwon et al. 2021)", "value": d["adaptive_sharpness"]},
+            {"measure": "adaptive sharpness (Kwon et al. 2021)", "value": h["adaptive_sharpness"]},
         ]
     )
     out.settings = {
-        "settings": d["settings"],
-        "provenance": {"hvps": d["hvps"], "seconds": d["seconds"], "versions": d["versions"]},
+        "settings": jsonable(r.settings),
+        "provenance": {"hvps": h["hvps"], "seconds": h["seconds"], "versions": r.versions},
     }
     return out
 
 
 def _density(density: Density) -> Parts:
     out = Parts("Hessian spectral density")
-    lo, hi = density.extremes
-    out.cards = {"lambda_min (Ritz)": lo, "lambda_max (Ritz)": hi, "HVPs": density.hvps}
+    head = density.headline()
+    out.cards = {
+        "lambda_min (Ritz)": head["lambda_min"],
+        "lambda_max (Ritz)": head["lambda_max"],
+        "HVPs": head["hvps"],
+    }
     caption = "Gaussian-smoothed spectral density from stochastic Lanczos quadrature (log scale)."
     out.figures.append((rc.density_figure(density), caption))
     out.settings = {
@@ -253,9 +261,9 @@ def _input(s: Any, log: bool) -> Parts:
     if s.prediction is not None:
         prediction = rf.metric_figure(bg, "prediction", s.prediction)
         out.figures.append((prediction, "The model's prediction over the same plane."))
-    finite = np.isfinite(s.loss)
-    if finite.any():
-        out.cards["lowest loss"] = float(s.loss[finite].min())
-        out.cards["highest loss"] = float(s.loss[finite].max())
+    head = s.headline()
+    if head["loss_min"] is not None:
+        out.cards["lowest loss"] = head["loss_min"]
+        out.cards["highest loss"] = head["loss_max"]
     out.settings = {"settings": s.settings, "provenance": s.provenance}
     return out

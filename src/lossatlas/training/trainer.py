@@ -69,10 +69,35 @@ class TrainedModel:
         """All parameters flattened in order, as a float64 CPU vector."""
         return torch.cat([p.reshape(-1).to(torch.float64) for p in self.params.values()])
 
+    def headline(self) -> dict[str, Any]:
+        """Headline numbers: the name, the number of parameters, the steps taken and how
+        training ended, the last mini-batch loss, and the last evaluation's `train_loss`,
+        `val_loss` and metrics (`train_<metric>`, `val_<metric>`); None where not recorded
+        (a checkpoint has no history)."""
+        out: dict[str, Any] = {
+            "name": self.name,
+            "n_params": int(sum(p.numel() for p in self.params.values())),
+            "steps": self.provenance.get("steps"),
+            "status": self.provenance.get("status"),
+            "final_batch_loss": _last(self.history.get("loss")),
+            "train_loss": _last(self.history.get("train_loss")),
+            "val_loss": _last(self.history.get("val_loss")),
+        }
+        for key, values in self.history.items():
+            if key.startswith(("train_", "val_")) and key not in out:
+                out[key] = _last(values)
+        out["seconds"] = self.provenance.get("seconds")
+        return out
+
     def __repr__(self) -> str:
         loss = self.history.get("train_loss")
         tail = f", train_loss={float(loss[-1]):.4g}" if loss is not None and len(loss) else ""
         return f"TrainedModel(name={self.name!r}, n_params={self.flat().numel()}{tail})"
+
+
+def _last(values: np.ndarray | None) -> float | None:
+    """The last entry of a history array as a float, None for a missing or empty one."""
+    return float(values[-1]) if values is not None and len(values) else None
 
 
 def at(problem: Problem, trained: TrainedModel) -> Problem:
