@@ -15,7 +15,7 @@ from torch.optim.swa_utils import update_bn
 import lossatlas as la
 from lossatlas.core import Evaluator
 from lossatlas.core.problem import BN_MODES
-from lossatlas.landscape.trajectory import path_losses, pca_directions
+from lossatlas.landscape.pca import path_losses, pca_directions
 from tests.oracles.cases import N_CLASSES, build_case
 
 CE = nn.CrossEntropyLoss()

@@ -15,7 +15,7 @@ from torch import nn
 
 import lossatlas as la
 import lossatlas.io.storage as storage
-from lossatlas.landscape.trajectory import path_losses, pca_directions
+from lossatlas.landscape.pca import path_losses, pca_directions
 from lossatlas.problems.registry import linreg
 from tests.oracles.cases import build_case
 

@@ -5,14 +5,9 @@ from __future__ import annotations
 
 from lossatlas.landscape.grid import surface
 from lossatlas.landscape.inputs import InputSurface, input_surface
+from lossatlas.landscape.pca import PCA, PathLosses, path_losses, pca_directions
 from lossatlas.landscape.record import Surface, with_paths
-from lossatlas.landscape.trajectory import (
-    PCA,
-    PathLosses,
-    WeightRecorder,
-    path_losses,
-    pca_directions,
-)
+from lossatlas.landscape.recorder import WeightRecorder
 
 __all__ = [
     "PCA",

@@ -1,13 +1,12 @@
-"""Training trajectories: record weights while training, find the plane that fits them (PCA).
+"""The plane that fits a training trajectory (PCA), and the losses along the path on it.
 
-`WeightRecorder` snapshots a model's parameters during a plain training loop (in memory, or
-streamed row by row to HDF5). `pca_directions` finds the affine plane through a centre (the last
-checkpoint, or their mean) that best fits the checkpoints, as in Li et al. 2018, section 7: with
-`X_c` the (T, P) checkpoints minus the centre, the principal directions are `d_k = X_c^T v_k /
-sqrt(lambda_k)` for the top eigenpairs of the (T, T) Gram matrix `G = X_c X_c^T` (P may be
-millions, T is at most thousands, so memory is O(T^2 + nP)). `path_losses` sets every
-checkpoint's true loss beside the loss at its projection onto that plane, which is what a
-contour plot under the path shows: the two differ wherever the path leaves the plane.
+`pca_directions` finds the affine plane through a centre (the last checkpoint, or their mean)
+that best fits the checkpoints, as in Li et al. 2018, section 7: with `X_c` the (T, P)
+checkpoints minus the centre, the principal directions are `d_k = X_c^T v_k / sqrt(lambda_k)`
+for the top eigenpairs of the (T, T) Gram matrix `G = X_c X_c^T` (P may be millions, T is at
+most thousands, so memory is O(T^2 + nP)). `path_losses` sets every checkpoint's true loss
+beside the loss at its projection onto that plane, which is what a contour plot under the path
+shows: the two differ wherever the path leaves the plane.
 
 Reference: H. Li, Z. Xu, G. Taylor, C. Studer, T. Goldstein, "Visualizing the Loss Landscape of
 Neural Nets", NeurIPS 2018, section 7 (visualizing optimization paths).
@@ -15,18 +14,13 @@ Neural Nets", NeurIPS 2018, section 7 (visualizing optimization paths).
 
 from __future__ import annotations
 
-import json
-import math
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import h5py
 import numpy as np
 import torch
-from torch import nn
 
 from lossatlas.core.directions import Directions
 from lossatlas.core.engine import Evaluator
@@ -35,193 +29,16 @@ from lossatlas.core.problem import Problem
 from lossatlas.core.provenance import versions
 from lossatlas.descent.run import Trajectory
 from lossatlas.errors import LossatlasError, LossatlasWarning
+from lossatlas.landscape.recorder import (
+    NamesShapes,
+    WeightRecorder,
+    flat_size,
+    names_shapes_of,
+    unflatten,
+)
 
-NamesShapes = tuple[tuple[str, tuple[int, ...]], ...]
-FORMAT = "lossatlas.weights"
-FORMAT_VERSION = 1
 CENTERS = ("last", "mean")
 BLOCK_BYTES = 64 << 20  # float64 rows read at once when streaming checkpoints
-
-
-def _names_shapes(value: Any) -> NamesShapes:
-    """`(name, shape)` pairs from pairs, a `{name: shape}` or a `{name: tensor}` mapping."""
-    items = value.items() if isinstance(value, Mapping) else value
-    try:
-        return tuple((str(n), tuple(int(d) for d in getattr(s, "shape", s))) for n, s in items)
-    except (TypeError, ValueError):
-        raise LossatlasError("names_shapes must be (name, shape) pairs") from None
-
-
-def _size(names_shapes: NamesShapes) -> int:
-    return sum(math.prod(s) for _, s in names_shapes)
-
-
-def _unflatten(row: np.ndarray, names_shapes: NamesShapes) -> dict[str, torch.Tensor]:
-    pieces = np.split(row, np.cumsum([math.prod(s) for _, s in names_shapes])[:-1])
-    return {n: torch.from_numpy(p.reshape(s).copy()) for (n, s), p in zip(names_shapes, pieces)}
-
-
-class WeightRecorder:
-    """Snapshots of a model's parameters during training, as float32 rows.
-
-    Call `record()` once before training and after every optimizer step: the step number
-    defaults to the number of earlier calls (so it counts optimizer steps), or is given as
-    `record(step=k)`; it must increase. Every call whose step is a multiple of `every` stores
-    all parameters, flattened in `model.named_parameters()` order, as one float32 row on the
-    CPU. The model is only read (detached copies), never modified. Read back with `len`,
-    `steps`, `checkpoints()`, `iter_blocks(rows)`, `rows(start, stop)` and `params(i)`; a file
-    holds datasets `weights` (T, P) float32 and `steps` (T,) int64, and can be opened read-only
-    with `WeightRecorder.load(path)`.
-
-    Args:
-        model: the model being trained.
-        every: keep steps that are multiples of this.
-        path: stream rows to this HDF5 file (a resizable dataset, flushed after every row, so
-            a killed run keeps every row recorded and memory stays small). An existing file is
-            appended to if it was recorded from parameters of the same names and shapes.
-    """
-
-    def __init__(self, model: nn.Module, *, every: int = 1, path: str | Path | None = None):
-        if not isinstance(model, nn.Module):
-            raise LossatlasError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if isinstance(every, bool) or not isinstance(every, int) or every < 1:
-            raise LossatlasError(f"every must be an integer of at least 1, got {every!r}")
-        self._model: nn.Module | None = model
-        self.every, self.names_shapes = every, _names_shapes(model.named_parameters())
-        if not self.names_shapes:
-            raise LossatlasError("the model has no parameters to record")
-        self.n_params, self._next, self._file = _size(self.names_shapes), 0, None
-        self._rows: list[np.ndarray] = []
-        self._steps: list[int] = []
-        self.path = None if path is None else Path(path)
-        if self.path is not None:
-            self._open(self.path, "a")
-
-    def _open(self, path: Path, mode: str) -> None:
-        if mode == "r" and not path.exists():
-            raise LossatlasError(f"no such file: {path}")
-        fresh = not path.exists()
-        path.parent.mkdir(parents=True, exist_ok=True)
-        try:
-            f = h5py.File(path, mode)
-        except OSError as exc:
-            raise LossatlasError(f"{path} is not a readable HDF5 file ({exc})") from None
-        if fresh:
-            # Chunks of at most 1 MiB: appending a row rewrites little, reading rows is direct.
-            chunks = (max(1, min(1024, (1 << 18) // self.n_params)), min(self.n_params, 1 << 18))
-            f.create_dataset(
-                "weights", (0, self.n_params), "f4", maxshape=(None, None), chunks=chunks
-            )
-            f.create_dataset("steps", (0,), "i8", maxshape=(None,), chunks=(1024,))
-            f.attrs.update(format=FORMAT, format_version=FORMAT_VERSION, next_step=0)
-            f.attrs["names_shapes"] = json.dumps(self.names_shapes)
-            f.attrs["versions"] = json.dumps(versions())
-            f.flush()
-        stored = _names_shapes(json.loads(f.attrs.get("names_shapes", "[]")))
-        problem = None
-        if f.attrs.get("format") != FORMAT or f.attrs["format_version"] > FORMAT_VERSION:
-            problem = f"{path} is not a lossatlas weights file (or is from a newer lossatlas)"
-        elif self._model is not None and stored != self.names_shapes:
-            problem = f"{path} was recorded from a model with other parameters; use a new file"
-        if problem:
-            f.close()
-            raise LossatlasError(problem)
-        self.names_shapes, self.n_params, self._file = stored, _size(stored), f
-        self._next = int(f.attrs["next_step"])
-
-    @classmethod
-    def load(cls, path: str | Path) -> WeightRecorder:
-        """Open a recorded file read-only (no model attached; `record` is refused)."""
-        rec = cls.__new__(cls)
-        rec._model, rec.every, rec._rows, rec._steps, rec.path = None, 1, [], [], Path(path)
-        rec._open(rec.path, "r")
-        return rec
-
-    def record(self, step: int | None = None) -> bool:
-        """Snapshot the parameters if this step is kept; returns whether it was."""
-        if self._model is None:
-            raise LossatlasError(f"this recorder was loaded from {self.path}; it is read-only")
-        if self.path is not None and self._file is None:
-            raise LossatlasError("this recorder is closed")
-        step = self._next if step is None else step
-        if isinstance(step, bool) or not isinstance(step, (int, np.integer)) or step < self._next:
-            raise LossatlasError(f"step must be an integer of at least {self._next}, got {step!r}")
-        self._next = int(step) + 1
-        if step % self.every:
-            return False
-        if _names_shapes(self._model.named_parameters()) != self.names_shapes:
-            raise LossatlasError("the model's parameters changed since recording began")
-        with torch.no_grad():  # one float32 copy on the CPU; the model is only read
-            row = torch.cat(
-                [p.detach().reshape(-1).to("cpu", torch.float32) for p in self._model.parameters()]
-            ).numpy()
-        if self._file is None:
-            self._rows.append(row)
-            self._steps.append(int(step))
-            return True
-        weights, steps = self._file["weights"], self._file["steps"]
-        n = len(steps)  # a row half-written by a killed run (weights resized first) is replaced
-        weights.resize(n + 1, axis=0)
-        steps.resize((n + 1,))
-        weights[n], steps[n] = row, int(step)
-        self._file.attrs["next_step"] = self._next
-        self._file.flush()
-        return True
-
-    def _read(self, fn: Callable[[h5py.File], Any]) -> Any:
-        """`fn(file)` on the open file, or on the file reopened read-only once closed."""
-        if self._file is not None:
-            return fn(self._file)
-        with h5py.File(self.path, "r") as f:
-            return fn(f)
-
-    def __len__(self) -> int:
-        return len(self._rows) if self.path is None else self._read(lambda f: len(f["steps"]))
-
-    @property
-    def steps(self) -> np.ndarray:
-        """The step number of every recorded row (int64)."""
-        if self.path is None:
-            return np.array(self._steps, dtype=np.int64)
-        return self._read(lambda f: f["steps"][()])
-
-    def rows(self, start: int, stop: int) -> np.ndarray:
-        """Recorded rows `start:stop` as a float32 array."""
-        if self.path is not None:
-            return self._read(lambda f: f["weights"][start : min(stop, len(f["steps"]))])
-        if start >= min(stop, len(self._rows)):
-            return np.empty((0, self.n_params), np.float32)
-        return np.stack(self._rows[start:stop])
-
-    def checkpoints(self) -> np.ndarray:
-        """All recorded rows, (T, P) float32 (see `iter_blocks` for files larger than memory)."""
-        return self.rows(0, len(self))
-
-    def iter_blocks(self, rows: int) -> Iterator[np.ndarray]:
-        """The recorded rows in blocks of at most `rows` rows, read one at a time."""
-        for start in range(0, len(self), max(1, int(rows))):
-            yield self.rows(start, start + rows)
-
-    def params(self, index: int) -> dict[str, torch.Tensor]:
-        """Recorded row `index` as a `{name: tensor}` dict (float32, CPU)."""
-        return _unflatten(self.rows(index, index + 1)[0], self.names_shapes)
-
-    def close(self) -> None:
-        """Close the file (it can still be read: each read reopens it read-only)."""
-        if self._file is not None:
-            if self._file.mode != "r":
-                self._file.attrs["next_step"] = self._next
-            self._file.close()
-            self._file = None
-
-    def __enter__(self) -> WeightRecorder:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __repr__(self) -> str:
-        return f"WeightRecorder(rows={len(self)}, n_params={self.n_params}, path={self.path})"
 
 
 @dataclass(frozen=True, eq=False)
@@ -235,7 +52,7 @@ class _Checkpoints:
 
 
 def _checkpoints(source: Any, names_shapes: Any) -> _Checkpoints:
-    given = None if names_shapes is None else _names_shapes(names_shapes)
+    given = None if names_shapes is None else names_shapes_of(names_shapes)
     kind = "recorder" if isinstance(source, WeightRecorder) else "array"
     if isinstance(source, WeightRecorder):
         T, own, steps = len(source), source.names_shapes, source.steps
@@ -247,7 +64,7 @@ def _checkpoints(source: Any, names_shapes: Any) -> _Checkpoints:
                     "the trajectory has no recorded model positions; use a Problem run of "
                     "descend(..., record_positions=True)"
                 )
-            kind, X, own = "trajectory", source.positions, _names_shapes(source.param_shapes)
+            kind, X, own = "trajectory", source.positions, names_shapes_of(source.param_shapes)
         else:
             try:
                 X, own = np.asarray(source), given
@@ -255,7 +72,7 @@ def _checkpoints(source: Any, names_shapes: Any) -> _Checkpoints:
                 X = np.empty(0, object)
             if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
                 raise LossatlasError("expected a WeightRecorder, a Trajectory or a (T, P) array")
-            if own is None or _size(own) != X.shape[1]:
+            if own is None or flat_size(own) != X.shape[1]:
                 raise LossatlasError(
                     f"names_shapes must describe the {X.shape[1]} parameters of each checkpoint"
                 )
@@ -342,7 +159,7 @@ def pca_directions(
         block_rows: checkpoints read at once; defaults to 64 MiB of float64 rows.
     """
     src = _checkpoints(source, names_shapes)
-    T, P = len(src.steps), _size(src.names_shapes)
+    T, P = len(src.steps), flat_size(src.names_shapes)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise LossatlasError(f"n must be an integer of at least 1, got {n!r}")
     if center not in CENTERS:
@@ -396,10 +213,10 @@ def pca_directions(
             D[:, j], coords[:, j] = -D[:, j], -coords[:, j]
     ratio = lam[:k] / np.trace(G)
     settings = {"kind": "pca", "center": center, "n": k, "explained_variance_ratio": ratio.tolist()}
-    vectors = tuple(_unflatten(D[:, j], src.names_shapes) for j in range(k))
+    vectors = tuple(unflatten(D[:, j], src.names_shapes) for j in range(k))
     provenance = dict(source=src.kind, n_checkpoints=T, n_params=P, rank=rank, n_requested=n)
     provenance.update(center=center, versions=versions())
-    origin = _unflatten(c, src.names_shapes)
+    origin = unflatten(c, src.names_shapes)
     dirs = Directions(vectors, settings)
     return PCA(dirs, ratio, np.sqrt(lam[:k]), origin, coords, off, src.steps, provenance, src)
 
@@ -469,9 +286,7 @@ def path_losses(
     true_loss = np.empty(T)
     for a in range(0, T, block):
         X = src.read(a, min(a + block, T))
-        dirs = Directions(
-            tuple(_unflatten(x, src.names_shapes) for x in X), {"kind": "checkpoints"}
-        )
+        dirs = Directions(tuple(unflatten(x, src.names_shapes) for x in X), {"kind": "checkpoints"})
         ev = Evaluator(problem, dirs, center=zero, memory_budget=memory_budget)
         true_loss[a : a + len(X)] = _losses(ev, np.eye(len(X)))  # 0 + 1 * x_t is exactly x_t
     return PathLosses(pca.coords, pca.off_plane, true_loss, plane_loss, pca.steps)

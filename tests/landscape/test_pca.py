@@ -14,10 +14,11 @@ import torch
 from torch import nn
 
 import lossatlas as la
-import lossatlas.landscape.trajectory as trajectory
+import lossatlas.landscape.pca as pca_module
 from lossatlas.core import Evaluator
 from lossatlas.descent.run import descend
-from lossatlas.landscape.trajectory import PCA, WeightRecorder, path_losses, pca_directions
+from lossatlas.landscape.pca import PCA, path_losses, pca_directions
+from lossatlas.landscape.recorder import WeightRecorder
 from tests.oracles.cases import build_case
 from tests.oracles.landscape import evaluate
 
@@ -248,7 +249,7 @@ def test_recorder_rejects_other_models_and_files(tmp_path):
 def test_recording_survives_a_killed_run(tmp_path):
     script = (
         "import os, sys, torch\n"
-        "from lossatlas.landscape.trajectory import WeightRecorder\n"
+        "from lossatlas.landscape.recorder import WeightRecorder\n"
         "model = torch.nn.Linear(3, 2)\n"
         "rec = WeightRecorder(model, path=sys.argv[1])\n"
         "for k in range(3):\n"
@@ -278,10 +279,10 @@ def test_path_losses_against_brute_force(monkeypatch):
     made = []
 
     def counting(*args, **kwargs):
-        made.append(trajectory.Evaluator)
+        made.append(pca_module.Evaluator)
         return Evaluator(*args, **kwargs)
 
-    monkeypatch.setattr(trajectory, "Evaluator", counting)
+    monkeypatch.setattr(pca_module, "Evaluator", counting)
     budget = 4 * 4 * 4 * problem.n_params  # 4 checkpoints per block: 7 = 4 + 3
     result = path_losses(problem, pca, memory_budget=budget)
     assert len(made) == 3  # the plane, and two blocks of checkpoints
