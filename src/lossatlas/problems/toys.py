@@ -2,7 +2,7 @@
 
 Both are float64 and trained full-batch by Adam with a cosine learning-rate decay, so training
 ends settled in a minimum rather than mid-oscillation; the seed only draws the initialisation.
-The weights are cached like every trained built-in problem (`problem_common.load_or_train`).
+The weights are cached like every trained built-in problem (`common.load_or_train`).
 """
 
 from __future__ import annotations

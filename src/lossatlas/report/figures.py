@@ -1,9 +1,9 @@
 """Interactive landscape figures for reports (plotly): contours and 3D surfaces with paths.
 
-Every builder returns plotly figures; `report_sections` places them on the page (curves are in
-`report_curves`). Non-finite
-values become gaps (`None`), never a broken colour scale. The landscape figures share the
-static figures' background (`figures.background_of`): the same log colouring, offsets and marks.
+Every builder returns plotly figures; `report.sections` places them on the page (curves are in
+`report.curves`). Non-finite values become gaps (`None`), never a broken colour scale. The
+landscape figures share the static figures' background (`scene.background_of`): the same log
+colouring, offsets and marks.
 """
 
 from __future__ import annotations

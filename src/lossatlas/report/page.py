@@ -3,7 +3,7 @@
 `write_report` takes results (surfaces, optimizer runs, curvature reports, densities, input-space
 landscapes) or `Section`s wrapping them with a heading, a paragraph and extra facts. Each gets a
 section with headline numbers, interactive figures, tables, and the settings and provenance of
-what was drawn. Static PNG/SVG/PDF figures come from `static`, `plots` and `lines`.
+what was drawn. Static PNG/SVG/PDF figures come from `lossatlas.plot`.
 """
 
 from __future__ import annotations
