@@ -17,6 +17,7 @@ from lossatlas.core import (
     direction_between,
     error,
     random_directions,
+    token_count,
 )
 from lossatlas.core.provenance import __version__
 from lossatlas.curvature import (
@@ -139,6 +140,7 @@ __all__ = [  # noqa: RUF022 (grouped by subpackage)
     "direction_between",
     "error",
     "random_directions",
+    "token_count",
     # landscape: surfaces, trajectories, input space
     "PCA",
     "InputSurface",

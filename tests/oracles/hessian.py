@@ -6,7 +6,8 @@ also checks that the operator's per-batch sample weights add up to the whole-dat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,3 +73,27 @@ def planted_quadratic(
     with torch.no_grad():
         model.weight.copy_(torch.randn(1, d, generator=g, dtype=torch.float64))
     return model, (Q.T.contiguous(), lam), PlantedLoss(), Q
+
+
+def dense_hessian_call(
+    model: nn.Module, loss_of: Callable[[Any], torch.Tensor], args: tuple = (), kwargs: Any = None
+) -> torch.Tensor:
+    """The float64 Hessian of `loss_of(model(*args, **kwargs))` over all parameters, flattened
+    in order: one call on all the data, whatever structure the model takes and returns."""
+    model = _float64_eval_copy(model)
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    buffers = dict(model.named_buffers())
+    sizes, shapes = [p.numel() for p in params.values()], [p.shape for p in params.values()]
+
+    def double(t: Any) -> Any:
+        return t.double() if isinstance(t, torch.Tensor) and t.is_floating_point() else t
+
+    args = tuple(double(a) for a in args)
+    kwargs = {k: double(v) for k, v in (kwargs or {}).items()}
+
+    def loss(flat: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(flat, sizes)
+        chosen = {k: p.reshape(s) for k, p, s in zip(params, parts, shapes)}
+        return loss_of(functional_call(model, (chosen, buffers), args, kwargs))
+
+    return hessian(loss)(torch.cat([p.reshape(-1) for p in params.values()]))

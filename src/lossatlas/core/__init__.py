@@ -3,6 +3,7 @@ and the engine that evaluates many points of weight space per pass over the data
 
 from __future__ import annotations
 
+from lossatlas.core.batches import token_count
 from lossatlas.core.directions import (
     Directions,
     as_directions,
@@ -26,4 +27,5 @@ __all__ = [
     "direction_between",
     "error",
     "random_directions",
+    "token_count",
 ]

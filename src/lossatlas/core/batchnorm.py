@@ -44,8 +44,8 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
 import torch
-from torch.func import functional_call
 
+from lossatlas.core import batches as B
 from lossatlas.core.problem import batchnorm_layers
 from lossatlas.errors import LossatlasError
 
@@ -78,7 +78,7 @@ class RecomputedStats:
         try:
             with torch.no_grad():
                 for x, _ in self.problem.batches(STATS_BATCH):
-                    functional_call(self.module, dict(params), (x,))
+                    B.call(self.module, dict(params), x)
                     self.forwards += 1
         except LossatlasError:
             raise

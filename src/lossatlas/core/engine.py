@@ -20,8 +20,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
+from lossatlas.core import batches as B
 from lossatlas.core.batchnorm import recomputed_stats
 from lossatlas.core.directions import Directions, as_center, as_directions
 from lossatlas.core.planning import (
@@ -78,7 +79,8 @@ def probe(problem: Problem, center: Mapping[str, torch.Tensor] | None = None) ->
     """Run the model once at `center` on two samples; user errors become `LossatlasError`s."""
     center = problem.params if center is None else center
     x, y = problem.first_batch()
-    sizes: list[int] = [x[0].numel() * len(x)]
+    n = B.size(x)
+    sizes: list[int] = [sum(t.numel() for t in B.leaves(x))]
 
     def hook(_module, _inputs, output):
         if isinstance(output, torch.Tensor):
@@ -87,7 +89,7 @@ def probe(problem: Problem, center: Mapping[str, torch.Tensor] | None = None) ->
     handles = [m.register_forward_hook(hook) for m in problem.module.modules()]
     try:
         with torch.no_grad():
-            out = functional_call(problem.module, (dict(center), problem.buffers), (x,))
+            out = problem.call((dict(center), problem.buffers), x)
     except Exception as exc:  # the user's model rejected the user's data
         raise LossatlasError(f"the model fails on the data: {one_line(exc)}") from exc
     finally:
@@ -102,7 +104,6 @@ def probe(problem: Problem, center: Mapping[str, torch.Tensor] | None = None) ->
         if not isinstance(value, torch.Tensor):
             raise LossatlasError(f"{name} must return a tensor, got {type(value).__name__}")
         values.append(float(batch_value(value)))
-    n = len(x)
     footprint = Footprint(total=max(1, sum(sizes) // n), largest=max(1, max(sizes) // n))
     return Probe(footprint=footprint, values=tuple(values))
 
@@ -176,9 +177,10 @@ class Evaluator:
         self.shortcut = None
         if shortcut and moving and not slopes and (plan is None or plan.shortcut):
             x, _ = problem.first_batch()
-            self.shortcut = InputLayerShortcut.detect(
-                problem.module, x, self.center, problem.buffers, self.stacks
-            )
+            if B.is_tensor(x):  # the shortcut reads the first layer's one input tensor
+                self.shortcut = InputLayerShortcut.detect(
+                    problem.module, x, self.center, problem.buffers, self.stacks
+                )
         if plan is None:
             plan = make_plan(
                 device=problem.device,
@@ -204,7 +206,7 @@ class Evaluator:
     # -- evaluation -----------------------------------------------------------------------
     def _values(self, module, moving, fixed, x, y) -> tuple[torch.Tensor, ...]:
         problem = self.problem
-        out = functional_call(module, (moving, fixed, self.buffers), (x,))
+        out = B.call(module, (moving, fixed, self.buffers), x)
         values = [batch_value(problem.loss_fn(out, y))]
         values += [batch_value(fn(out, y)) for fn in problem.metrics.values()]
         return tuple(values)
@@ -225,7 +227,7 @@ class Evaluator:
             moving = {
                 n: self.center[n] + torch.tensordot(c, d, dims=1) for n, d in self.stacks.items()
             }
-            out = functional_call(problem.module, (moving, self.fixed, self.buffers), (x,))
+            out = problem.call((moving, self.fixed, self.buffers), x)
             metrics = tuple(batch_value(fn(out, y)) for fn in problem.metrics.values())
             return batch_value(problem.loss_fn(out, y)), metrics
 
@@ -298,19 +300,19 @@ class Evaluator:
         totals = None
         with torch.no_grad():
             for index, (x, y) in enumerate(problem.batches(self.plan.batch_size)):
-                if self.plan.channels_last and x.ndim == 4 and x.is_floating_point():
+                if self.plan.channels_last and B.is_tensor(x) and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)
                 values = self._forward_or_fall_back(moving, c, index, x, y)
-                n = x.shape[0]
-                weights = [problem.batch_weight(n)] + [n] * len(problem.metrics)
-                weights += [problem.batch_weight(n)] * self.plan.slopes  # slopes weigh as the loss
+                units = problem.units(x, y)
+                weights = [problem.batch_weight(units)] + [units] * len(problem.metrics)
+                weights += [problem.batch_weight(units)] * self.plan.slopes  # as the loss
                 scaled = [v * w for v, w in zip(values, weights)]
                 totals = scaled if totals is None else [t + s for t, s in zip(totals, scaled)]
                 self.n_point_passes += len(c)
         assert totals is not None
         divisor = problem.loss_divisor
         metrics = {
-            m: (t / problem.n_samples).cpu().numpy() for m, t in zip(problem.metrics, totals[1:])
+            m: (t / problem.n_units).cpu().numpy() for m, t in zip(problem.metrics, totals[1:])
         }
         slopes = (totals[-1] / divisor).cpu().numpy() if self.plan.slopes else None
         return ChunkResult((totals[0] / divisor).cpu().numpy(), metrics, slopes)

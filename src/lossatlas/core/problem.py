@@ -16,10 +16,12 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from lossatlas.errors import LossatlasError
+from lossatlas.core import batches as B
+from lossatlas.errors import LossatlasError, one_line
 
-Batch = tuple[torch.Tensor, torch.Tensor]
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Batch = tuple[B.Inputs, B.Targets]
+LossFn = Callable[[Any, Any], torch.Tensor]
+WeightFn = Callable[[B.Inputs, B.Targets], Any]
 
 BN_MODES = ("eval", "recompute")
 
@@ -35,26 +37,21 @@ def batch_value(value: torch.Tensor) -> torch.Tensor:
     return value.mean() if value.ndim > 0 else value
 
 
-def _is_pair(data: Any) -> bool:
+def _is_one_batch(data: Any) -> bool:
+    """Whether `data` is one batch (a mapping of tensors, or an `(inputs, targets)` pair whose
+    targets are a tensor) rather than a collection of batches."""
+    if isinstance(data, Mapping):
+        return any(isinstance(v, torch.Tensor) for v in data.values())
     return (
         isinstance(data, (tuple, list))
         and len(data) == 2
-        and all(isinstance(t, torch.Tensor) for t in data)
+        and isinstance(data[1], torch.Tensor)
+        and (isinstance(data[0], (torch.Tensor, Mapping)) or _tensors(data[0]))
     )
 
 
-def _check_batch(batch: Any, where: str) -> Batch:
-    if not _is_pair(batch):
-        raise LossatlasError(
-            f"{where} is not an (inputs, targets) pair of tensors (got {type(batch).__name__})"
-        )
-    x, y = batch
-    if x.ndim == 0 or y.ndim == 0 or x.shape[0] != y.shape[0]:
-        raise LossatlasError(
-            f"{where}: inputs and targets disagree on the number of samples "
-            f"(inputs {tuple(x.shape)}, targets {tuple(y.shape)})"
-        )
-    return x, y
+def _tensors(value: Any) -> bool:
+    return isinstance(value, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in value)
 
 
 class Problem:
@@ -63,15 +60,25 @@ class Problem:
     Args:
         model: any `nn.Module`. It is copied once; the copy is put in evaluation mode.
         loss_fn: `loss_fn(outputs, targets)`. A mean-reduced loss (the default of every
-            `torch.nn` loss) is averaged over batches weighted by sample count, so the result
-            equals the loss over the whole data at once; a `reduction="sum"` loss is summed; a
-            `reduction="none"` loss (or any per-sample output) is averaged.
-        data: an `(X, y)` pair of tensors, a sequence of `(X, y)` batches, or any re-iterable of
-            batches such as a `DataLoader` (iterated once here to count the samples, which exact
-            sample-weighted averages need).
+            `torch.nn` loss) is averaged over batches weighted by their units (`weight`), so
+            the result equals the loss over the whole data at once; a `reduction="sum"` loss is
+            summed; a `reduction="none"` loss (or any per-sample output) is averaged. A
+            `torch.nn` loss given structured outputs (a tuple, a dict, a Hugging Face
+            `ModelOutput`) reads their logits; another callable gets the outputs as they are.
+            `None` takes the model's own loss (`outputs.loss`), as Hugging Face models compute
+            it when the batch holds `labels`.
+        data: one batch, a sequence of batches, or any re-iterable of batches such as a
+            `DataLoader` (iterated once here to count the samples, which exact weighted
+            averages need). A batch is an `(inputs, targets)` pair, where the inputs are a
+            tensor (`model(x)`), a tuple or list of tensors (`model(*x)`) or a mapping
+            (`model(**x)`); or a mapping in the Hugging Face style (`model(**batch)`, its
+            targets under `"labels"`). Integer tensors keep their dtype.
         metrics: named functions `metric(outputs, targets)` returning a per-batch mean (for
             example `lossatlas.accuracy`), averaged like the loss.
-        batch_size: split an `(X, y)` pair into batches of this size. The default lets the
+        weight: `weight(inputs, targets)`, the number of units a batch's mean loss averages
+            over (default: its samples); e.g. `lossatlas.token_count()` for a language model
+            whose loss averages over the tokens that are not padding.
+        batch_size: split a single batch into batches of this size. The default lets the
             engine choose from its memory budget. Ignored for other data.
         device: where to evaluate; defaults to the device of the model's first parameter.
         dtype: floating dtype (or its name, e.g. "float64") for the model copy and the inputs;
@@ -87,10 +94,11 @@ class Problem:
     def __init__(
         self,
         model: nn.Module,
-        loss_fn: LossFn,
+        loss_fn: LossFn | None,
         data: Any,
         *,
         metrics: Mapping[str, LossFn] | None = None,
+        weight: WeightFn | None = None,
         batch_size: int | None = None,
         device: str | torch.device | None = None,
         dtype: torch.dtype | str | None = None,
@@ -98,8 +106,10 @@ class Problem:
     ) -> None:
         if not isinstance(model, nn.Module):
             raise LossatlasError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-        if not callable(loss_fn):
-            raise LossatlasError("loss_fn must be callable as loss_fn(outputs, targets)")
+        if loss_fn is not None and not callable(loss_fn):
+            raise LossatlasError("loss_fn must be callable as loss_fn(outputs, targets), or None")
+        if weight is not None and not callable(weight):
+            raise LossatlasError("weight must be callable as weight(inputs, targets)")
         if not isinstance(bn, str) or bn not in BN_MODES:
             raise LossatlasError(f"bn={bn!r} is not supported; choose one of {BN_MODES}")
         if batch_size is not None and batch_size < 1:
@@ -111,7 +121,12 @@ class Problem:
         if first is None:
             raise LossatlasError("the model has no parameters to move along")
         self.model = model
+        if loss_fn is None:
+            loss_fn = B.own_loss
+        elif isinstance(loss_fn, nn.modules.loss._Loss):
+            loss_fn = B.on_logits(loss_fn)
         self.loss_fn = loss_fn
+        self.weight = weight
         self.metrics: dict[str, LossFn] = dict(metrics or {})
         try:
             self.device = torch.device(device) if device is not None else first.device
@@ -139,14 +154,14 @@ class Problem:
         self._pair: Batch | None = None
         self._batches: list[Batch] | None = None
         self._loader: Iterable | None = None
-        if _is_pair(data):
-            self._pair = self._to_device(_check_batch(data, "data"))
-            self.n_samples = int(self._pair[0].shape[0])
+        if _is_one_batch(data):
+            self._pair = self._to_device(B.split(data, "data"))
+            self.n_samples = B.size(self._pair[0])
+            self.n_units = self._count_units([self._pair])
         elif isinstance(data, Sequence) and not isinstance(data, (str, bytes, torch.Tensor)):
-            self._batches = [
-                self._to_device(_check_batch(b, f"batch {i}")) for i, b in enumerate(data)
-            ]
-            self.n_samples = sum(int(x.shape[0]) for x, _ in self._batches)
+            self._batches = [self._to_device(B.split(b, f"batch {i}")) for i, b in enumerate(data)]
+            self.n_samples = sum(B.size(x) for x, _ in self._batches)
+            self.n_units = self._count_units(self._batches)
         elif isinstance(data, Iterator):
             raise LossatlasError(
                 "data is a one-shot iterator (a generator?); pass a list of batches or a "
@@ -154,31 +169,55 @@ class Problem:
             )
         elif isinstance(data, Iterable) and not isinstance(data, (str, bytes, torch.Tensor)):
             self._loader = data
-            self.n_samples = sum(int(_check_batch(b, "a batch")[0].shape[0]) for b in data)
+            counted = [B.split(b, "a batch") for b in data]
+            self.n_samples = sum(B.size(x) for x, _ in counted)
+            self.n_units = self._count_units(counted)
         else:
             raise LossatlasError(
-                "data must be an (X, y) pair of tensors, a list of (X, y) batches or a DataLoader"
+                "data must be a batch ((inputs, targets) or a mapping of tensors), a list of "
+                "batches or a DataLoader"
             )
         if self.n_samples == 0:
             raise LossatlasError("the dataset is empty: there is nothing to evaluate the loss on")
+        if self.n_units <= 0:
+            raise LossatlasError("weight counts no units in the whole data (all padding?)")
+
+    def units(self, inputs: B.Inputs, targets: B.Targets) -> float:
+        """What a batch's mean loss averages over: `weight(inputs, targets)`, else its samples."""
+        if self.weight is None:
+            return float(B.size(inputs))
+        try:
+            value = self.weight(inputs, targets)
+            value = float(value.item() if isinstance(value, torch.Tensor) else value)
+        except LossatlasError:
+            raise
+        except Exception as exc:
+            raise LossatlasError(f"weight fails on a batch: {one_line(exc)}") from exc
+        if not value >= 0 or value == float("inf"):
+            raise LossatlasError(f"weight must count units (>= 0), got {value!r}")
+        return value
+
+    def _count_units(self, batches: Iterable[Batch]) -> float:
+        return sum(self.units(x, y) for x, y in batches)
 
     @property
     def n_params(self) -> int:
         """Number of scalar parameters (tied parameters counted once)."""
         return sum(p.numel() for p in self.params.values())
 
-    def batch_weight(self, n: int) -> float:
-        """Weight of a batch of `n` samples in the total loss: `n` for a mean loss, 1 for a sum.
+    def batch_weight(self, units: float) -> float:
+        """Weight of a batch of `units` (see `units`) in the total loss: `units` for a mean
+        loss, 1 for a sum.
 
         The total of weighted batch losses divided by `loss_divisor` equals the loss over the
         whole data at once.
         """
-        return 1.0 if self.reduction == "sum" else float(n)
+        return 1.0 if self.reduction == "sum" else float(units)
 
     @property
     def loss_divisor(self) -> float:
         """What the total of weighted batch losses is divided by (see `batch_weight`)."""
-        return 1.0 if self.reduction == "sum" else float(self.n_samples)
+        return 1.0 if self.reduction == "sum" else float(self.n_units)
 
     @property
     def in_memory(self) -> bool:
@@ -191,18 +230,23 @@ class Problem:
         return self._pair is not None and self.batch_size is None
 
     def _to_device(self, batch: Batch) -> Batch:
-        x, y = batch
-        x = x.to(self.device, dtype=self.dtype) if x.is_floating_point() else x.to(self.device)
-        y = y.to(self.device, dtype=self.dtype) if y.is_floating_point() else y.to(self.device)
-        return x, y
+        def move(t: torch.Tensor) -> torch.Tensor:
+            floating = t.is_floating_point()
+            return t.to(self.device, dtype=self.dtype) if floating else t.to(self.device)
+
+        return B.apply(batch[0], move), B.apply(batch[1], move)
+
+    def call(self, state: Any, inputs: B.Inputs) -> Any:
+        """The private model's outputs on `inputs` at `state` (parameter and buffer dicts)."""
+        return B.call(self.module, state, inputs)
 
     def max_batch_size(self) -> int:
         """Largest batch the data will be served in, for memory planning."""
         if self._pair is not None:
             return min(self.n_samples, self.batch_size or self.n_samples)
         if self._batches is not None:
-            return max(int(x.shape[0]) for x, _ in self._batches)
-        return max(int(b[0].shape[0]) for b in self._loader)  # type: ignore[union-attr]
+            return max(B.size(x) for x, _ in self._batches)
+        return max(B.size(B.split(b, "a batch")[0]) for b in self._loader)  # type: ignore[union-attr]
 
     def batches(self, batch_size: int | None = None) -> Iterator[Batch]:
         """Yield the data as `(X, y)` batches on the problem's device.
@@ -213,26 +257,30 @@ class Problem:
         if self._pair is not None:
             size = self.batch_size or batch_size or self.n_samples
             x, y = self._pair
+            if size >= self.n_samples:
+                yield x, y
+                return
             for start in range(0, self.n_samples, size):
-                yield x[start : start + size], y[start : start + size]
+                part = slice(start, start + size)
+                yield B.take(x, part), None if y is None else y[part]
         elif self._batches is not None:
             yield from self._batches
         else:
             for batch in self._loader:  # type: ignore[union-attr]
-                yield self._to_device(_check_batch(batch, "a batch"))
+                yield self._to_device(B.split(batch, "a batch"))
 
     def first_batch(self) -> Batch:
         """A small batch for probing the model."""
         x, y = next(self.batches())
-        return x[:2], y[:2]
+        return B.take(x, slice(0, 2)), None if y is None else y[:2]
 
     def fingerprint(self) -> str:
         """A hash of the data (tensors in memory) or its size (other iterables)."""
         h = hashlib.blake2b(digest_size=12)
         h.update(f"{self.n_samples}".encode())
         if self._loader is None:
-            for x, y in self.batches():
-                for t in (x, y):
+            for batch in self.batches():
+                for t in B.leaves(batch):
                     h.update(str(tuple(t.shape)).encode())
                     h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
         return h.hexdigest()

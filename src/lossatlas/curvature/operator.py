@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call, grad, jvp, vjp, vmap
+from torch.func import grad, jvp, vjp, vmap
 
 from lossatlas.core.directions import as_center
 from lossatlas.core.engine import probe
@@ -148,7 +148,7 @@ class HessianOperator:
     def _batch_loss(self, point: Params, batch: Batch, weight: float) -> torch.Tensor:
         x, y = batch
         problem = self.problem
-        out = functional_call(problem.module, ({**self.fixed, **point}, problem.buffers), (x,))
+        out = problem.call(({**self.fixed, **point}, problem.buffers), x)
         return batch_value(problem.loss_fn(out, y)).to(self.dtype) * weight
 
     def loss_and_grad(self, offset: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
@@ -177,12 +177,11 @@ class HessianOperator:
         with torch.no_grad():
             for batch, weight in self.data.weighted():
                 x, y = batch
-                out = functional_call(
-                    problem.module, ({**self.fixed, **point}, problem.buffers), (x,)
-                )
+                out = problem.call(({**self.fixed, **point}, problem.buffers), x)
                 sums["loss"] += float(batch_value(problem.loss_fn(out, y))) * weight
+                share = problem.units(x, y) / (self.data.n_units or self.data.n_samples)
                 for k, fn in problem.metrics.items():
-                    sums[k] += float(batch_value(fn(out, y))) * x.shape[0] / self.data.n_samples
+                    sums[k] += float(batch_value(fn(out, y))) * share
         return sums
 
     def _shifted(self, offset: torch.Tensor | None) -> Params:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import torch
 
+from lossatlas.core import batches as B
 from lossatlas.core.problem import Batch, Problem
 from lossatlas.errors import LossatlasError, check_count
 
@@ -36,14 +37,16 @@ class DataSelection:
     batches: tuple[Batch, ...] | None
     batch_size: int | None
     seed: int | None = None
+    n_units: float | None = None  # what the loss averages over (default: the samples)
 
     def weighted(self) -> Iterator[tuple[Batch, float]]:
         """`(batch, weight)` with the weights of `Problem.batch_weight` over the selection."""
         problem = self.problem
-        divisor = 1.0 if problem.reduction == "sum" else float(self.n_samples)
+        units = self.n_samples if self.n_units is None else self.n_units
+        divisor = 1.0 if problem.reduction == "sum" else float(units)
         source = self.batches if self.batches is not None else problem.batches(self.batch_size)
         for x, y in source:
-            yield (x, y), problem.batch_weight(x.shape[0]) / divisor
+            yield (x, y), problem.batch_weight(problem.units(x, y)) / divisor
 
     def describe(self) -> str:
         if self.kind == "subset":
@@ -62,10 +65,12 @@ def select_data(
     size = batch_size or (None if problem.batch_size else DEFAULT_BATCH)
     if data == "all":
         held = tuple(problem.batches(size)) if problem.in_memory else None
-        return DataSelection(problem, "all", problem.n_samples, held, size)
+        return DataSelection(problem, "all", problem.n_samples, held, size, None, problem.n_units)
     if data == "first_batch":
         first = next(problem.batches(size))
-        return DataSelection(problem, "first_batch", int(first[0].shape[0]), (first,), size)
+        return DataSelection(
+            problem, "first_batch", B.size(first[0]), (first,), size, None, problem.units(*first)
+        )
     if isinstance(data, bool) or not isinstance(data, int):
         raise LossatlasError(
             f"data must be 'all', 'first_batch' or a number of samples, got {data!r}"
@@ -78,11 +83,15 @@ def select_data(
             "or use data='first_batch'"
         )
     xs, ys = zip(*problem.batches())
-    X, Y = torch.cat(xs), torch.cat(ys)
+    X, Y = B.cat(list(xs)), B.cat(list(ys))
     generator = torch.Generator().manual_seed(seed)
     index = torch.randperm(problem.n_samples, generator=generator)[:data].sort().values
-    index = index.to(X.device)
-    X, Y = X[index], Y[index]
+    index = index.to(problem.device)
+    X, Y = B.take(X, index), None if Y is None else Y[index]
     step = size or data
-    held = tuple((X[a : a + step], Y[a : a + step]) for a in range(0, data, step))
-    return DataSelection(problem, "subset", data, held, size, seed)
+    held = tuple(
+        (B.take(X, slice(a, a + step)), None if Y is None else Y[a : a + step])
+        for a in range(0, data, step)
+    )
+    units = sum(problem.units(x, y) for x, y in held)
+    return DataSelection(problem, "subset", data, held, size, seed, units)

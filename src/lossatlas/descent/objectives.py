@@ -15,7 +15,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.func import functional_call
 
 from lossatlas.core.directions import as_center
 from lossatlas.core.engine import probe
@@ -90,11 +89,11 @@ class ModelObjective:
         with torch.enable_grad():
             for x, y in problem.batches():
                 try:
-                    out = functional_call(problem.module, (params, problem.buffers), (x,))
+                    out = problem.call((params, problem.buffers), x)
                     value = batch_value(problem.loss_fn(out, y))
                 except Exception as exc:
                     raise LossatlasError(f"the model fails at {where}: {one_line(exc)}") from exc
-                weighted = value * problem.batch_weight(x.shape[0])
+                weighted = value * problem.batch_weight(problem.units(x, y))
                 # One backward pass per batch: the graph of the whole data never lives at once.
                 g = gradients(weighted, self.leaves, "loss")
                 total = weighted.detach() if total is None else total + weighted.detach()

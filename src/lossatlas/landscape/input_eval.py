@@ -6,11 +6,13 @@ from __future__ import annotations
 import copy
 import warnings
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
 from torch.func import functional_call, vmap
 
+from lossatlas.core import batches as B
 from lossatlas.core.engine import probe
 from lossatlas.core.planning import CPU_ACTIVATION_TARGET, default_budget
 from lossatlas.core.problem import Problem
@@ -29,7 +31,10 @@ class PerSample:
     per sample, after vmap failed; announced with a `LossatlasWarning`)."""
 
     def __init__(self, loss_fn: Callable) -> None:
-        self.loss_fn, self.method = loss_fn, "vmap"
+        base = getattr(loss_fn, "__wrapped__", loss_fn)  # a torch.nn loss that reads logits
+        self.on_logits = base is not loss_fn
+        self.loss_fn, self.method = base, "vmap"
+        loss_fn = base
         reduction = getattr(loss_fn, "reduction", None)
         weighted = getattr(loss_fn, "weight", None) is not None
         if type(loss_fn) in UNREDUCED and reduction in ("mean", "sum") and not weighted:
@@ -40,7 +45,9 @@ class PerSample:
         value = torch.as_tensor(self.loss_fn(o[None], t[None]))
         return value.mean() if value.ndim else value
 
-    def __call__(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def __call__(self, outputs: Any, targets: torch.Tensor) -> torch.Tensor:
+        if self.on_logits:
+            outputs = B.logits_of(outputs)
         if self.method == "unreduced":
             value = self.unreduced(outputs, targets).reshape(len(outputs), -1)
             return value.sum(1) if self.loss_fn.reduction == "sum" else value.mean(1)

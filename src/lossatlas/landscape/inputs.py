@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lossatlas.core import batches as B
 from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
@@ -152,6 +153,12 @@ def input_surface(
     if not isinstance(problem, Problem):
         raise LossatlasError(f"problem must be a lossatlas Problem, got {type(problem).__name__}")
     problem.require_eval_bn("input_surface")
+    x0, y0 = problem.first_batch()
+    if not B.is_tensor(x0) or y0 is None:
+        raise LossatlasError(
+            "input_surface moves one input tensor against its targets; this problem's batches "
+            "have several input tensors, a mapping or no targets"
+        )
     if plane not in PLANES:
         raise LossatlasError(f"plane={plane!r} is not known; choose one of {PLANES}")
     if scale not in SCALES:

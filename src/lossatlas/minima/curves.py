@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
+from lossatlas.core import batches as B
 from lossatlas.core.directions import Directions
 from lossatlas.core.engine import Evaluator, probe
 from lossatlas.core.problem import Problem, batch_value
@@ -134,13 +134,14 @@ def _batches(problem: Problem, batch_size: int | None, rng: np.random.Generator)
             for x, y in problem.batches():
                 yield [(x, y)]
     pairs = list(problem.batches())
-    X, Y = torch.cat([x for x, _ in pairs]), torch.cat([y for _, y in pairs])
-    size = min(batch_size, len(X))
+    X, Y = B.cat([x for x, _ in pairs]), B.cat([y for _, y in pairs])
+    n = B.size(X)
+    size = min(batch_size, n)
     while True:  # epochs of a seeded permutation, without replacement within an epoch
-        order = torch.from_numpy(rng.permutation(len(X))).to(X.device)
-        for start in range(0, len(X) - size + 1, size):
+        order = torch.from_numpy(rng.permutation(n)).to(problem.device)
+        for start in range(0, n - size + 1, size):
             idx = order[start : start + size]
-            yield [(X[idx], Y[idx])]
+            yield [(B.take(X, idx), None if Y is None else Y[idx])]
 
 
 def _loss(problem: Problem, points: list[Weights], c: torch.Tensor, batches, weight: float):
@@ -150,8 +151,9 @@ def _loss(problem: Problem, points: list[Weights], c: torch.Tensor, batches, wei
         for x, y in batches:  # one backward pass per batch: one graph at a time
             phi = {k: sum(ci * p[k] for ci, p in zip(c, points)) for k in problem.params}
             try:
-                out = functional_call(problem.module, (phi, problem.buffers), (x,))
-                value = batch_value(problem.loss_fn(out, y)) * problem.batch_weight(len(x))
+                out = problem.call((phi, problem.buffers), x)
+                value = batch_value(problem.loss_fn(out, y))
+                value = value * problem.batch_weight(problem.units(x, y))
             except Exception as exc:
                 raise LossatlasError(f"the model fails on the curve: {one_line(exc)}") from exc
             if value.requires_grad:
@@ -236,7 +238,9 @@ def fit_curve(
             c = torch.as_tensor(coefficients(kind, bends + 2, [t])[0], **dev)
             batches = next(data)  # all data: weighed as the engine does; a mini-batch: alone
             one = batch_size is not None
-            weight = problem.batch_weight(len(batches[0][0])) if one else problem.loss_divisor
+            weight = (
+                problem.batch_weight(problem.units(*batches[0])) if one else problem.loss_divisor
+            )
 
             def closure(c=c, batches=batches, weight=weight) -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)

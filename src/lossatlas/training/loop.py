@@ -10,11 +10,13 @@ import contextlib
 import math
 import warnings
 from collections.abc import Iterator
+from typing import Any
 
 import torch
 from torch import nn
 from torch.optim import lr_scheduler
 
+from lossatlas.core import batches as B
 from lossatlas.core.problem import Problem, batch_value
 from lossatlas.core.seeding import init_layers
 from lossatlas.errors import LossatlasError, LossatlasWarning, one_line
@@ -45,14 +47,14 @@ def evaluate(problem: Problem, module: nn.Module | None = None) -> dict[str, flo
     try:
         with torch.no_grad():
             for x, y in problem.batches(EVAL_BATCH):
-                x = x.to(device, dtype) if x.is_floating_point() else x.to(device)
-                y = y.to(device, dtype) if y.is_floating_point() else y.to(device)
-                out = module(x)
+                x, y = (B.apply(v, lambda t: _to(t, device, dtype)) for v in (x, y))
+                out = _forward(module, x)
+                units = problem.units(x, y)
                 total["loss"] += float(batch_value(problem.loss_fn(out, y))) * (
-                    problem.batch_weight(x.shape[0]) / problem.loss_divisor
+                    problem.batch_weight(units) / problem.loss_divisor
                 )
                 for k, fn in problem.metrics.items():
-                    total[k] += float(batch_value(fn(out, y))) * x.shape[0] / problem.n_samples
+                    total[k] += float(batch_value(fn(out, y))) * units / problem.n_units
     except Exception as exc:
         raise LossatlasError(f"the model fails on the data: {one_line(exc)}") from exc
     finally:
@@ -60,12 +62,23 @@ def evaluate(problem: Problem, module: nn.Module | None = None) -> dict[str, flo
     return total
 
 
-def all_data(problem: Problem) -> tuple[torch.Tensor, torch.Tensor]:
+def _to(t: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return t.to(device, dtype) if t.is_floating_point() else t.to(device)
+
+
+def _forward(module: nn.Module, x: B.Inputs) -> Any:
+    """`module(x)`, `module(*x)` or `module(**x)`, as the batch's inputs say."""
+    if isinstance(x, dict):
+        return module(**x)
+    return module(*x) if isinstance(x, (tuple, list)) else module(x)
+
+
+def all_data(problem: Problem) -> tuple[B.Inputs, B.Targets]:
     """Every sample, concatenated (a DataLoader-backed problem is read once, here)."""
     xs, ys = zip(*problem.batches())
     try:
-        return torch.cat(xs), torch.cat(ys)
-    except RuntimeError as exc:
+        return B.cat(list(xs)), B.cat(list(ys))
+    except (RuntimeError, TypeError) as exc:
         raise LossatlasError(f"the batches cannot be joined for training: {one_line(exc)}") from exc
 
 
@@ -134,11 +147,14 @@ def run_steps(model, opt, scheduler, data, order, steps: int, every: int):
     model.train()
     status = "finished"
     for step, idx in zip(range(1, steps + 1), order):
-        x, y = (x_all, y_all) if idx is None else (x_all[idx], y_all[idx])
+        if idx is None:
+            x, y = x_all, y_all
+        else:
+            x, y = B.take(x_all, idx), None if y_all is None else y_all[idx]
 
         def closure(x=x, y=y) -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
-            loss = batch_value(problem.loss_fn(model(x), y))
+            loss = batch_value(problem.loss_fn(_forward(model, x), y))
             loss.backward()
             return loss.detach()
 
