@@ -8,6 +8,7 @@ the model or `torch.nn` computes there (float64), never against lossatlas' own b
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pytest
@@ -263,3 +264,48 @@ def test_token_count_needs_labels() -> None:
     batches = [{k: v for k, v in b.items() if k != "labels"} for b in padded_text()]
     with pytest.raises(la.LossatlasError, match="needs the batch's labels"):
         la.Problem(seeded(TinyLM), None, batches, weight=la.token_count())
+
+
+def test_vmap_fallbacks_for_attention_do_not_flood_stderr() -> None:
+    class Attention(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.qkv, self.out = nn.Linear(4, 12), nn.Linear(4, 3)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            q, k, v = (t.unsqueeze(1) for t in self.qkv(x).chunk(3, dim=-1))
+            return self.out(F.scaled_dot_product_attention(q, k, v).squeeze(1).mean(1))
+
+    torch.manual_seed(0)
+    data = (torch.randn(16, 5, 4), torch.randint(0, 3, (16,)))
+    problem = la.Problem(Attention(), nn.CrossEntropyLoss(), data)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        land = la.surface(problem, la.random_directions(problem, 2), steps=5, quiet=True)
+    assert land.settings["plan"]["path"] == "vmap"
+    assert not [w for w in caught if "batching rule" in str(w.message)]
+
+
+def test_training_and_paths_between_models_use_the_token_weighted_loss() -> None:
+    model, batches = seeded(TinyLM), padded_text()
+    problem = la.Problem(model, None, batches, weight=la.token_count())
+    everything = joined(batches)
+    trained = la.train(problem, steps=4, batch_size=None, lr=0.5, init="problem", seed=0)
+    # Full-batch SGD on the joined data, by hand: the same weights.
+    manual = copy.deepcopy(model)
+    opt = torch.optim.SGD(manual.parameters(), lr=0.5)
+    for _ in range(4):
+        opt.zero_grad()
+        manual(**everything)["loss"].backward()
+        opt.step()
+    for name, p in manual.named_parameters():
+        torch.testing.assert_close(trained.params[name], p.detach(), rtol=1e-10, atol=1e-12)
+    assert trained.history["train_loss"][-1] == pytest.approx(
+        whole_text_loss(manual, everything), rel=1e-12
+    )
+    line = la.interpolate(problem, model, manual, steps=3, metric=None)
+    middle = at(
+        model, {n: (p + q) / 2 for (n, p), q in zip(model.named_parameters(), manual.parameters())}
+    )
+    expected = [whole_text_loss(m, everything) for m in (model, middle, manual)]
+    np.testing.assert_allclose(line.loss, expected, rtol=1e-12)

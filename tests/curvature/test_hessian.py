@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 import lossatlas as la
 from lossatlas.curvature.operator import HessianOperator, select_params
@@ -133,3 +134,74 @@ def test_scipy_operator_is_symmetric_float64():
     u, v = rng.standard_normal((2, op.shape[0]))
     assert u @ (op @ v) == pytest.approx(v @ (op @ u), rel=1e-10)
     assert (op @ np.stack([u, v], 1)).shape == (op.shape[0], 2)
+
+
+# -- second order through attention ------------------------------------------------------------
+class Attention(nn.Module):
+    """One self-attention layer by `F.scaled_dot_product_attention` (PyTorch picks its fused CPU
+    kernel, which has no double backward) or written out (`eager`)."""
+
+    def __init__(self, eager: bool = False) -> None:
+        super().__init__()
+        self.eager = eager
+        self.qkv, self.out = nn.Linear(4, 12), nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = (t.unsqueeze(1) for t in self.qkv(x).chunk(3, dim=-1))  # one head
+        if self.eager:
+            weights = torch.softmax(q @ k.transpose(-1, -2) / q.shape[-1] ** 0.5, dim=-1)
+            mixed = weights @ v
+        else:
+            mixed = F.scaled_dot_product_attention(q, k, v)
+        return self.out(mixed.squeeze(1).mean(1))
+
+
+@pytest.mark.parametrize("method", ["double", "forward"])
+def test_hessians_run_through_fused_attention(method: str) -> None:
+    torch.manual_seed(0)
+    fused = Attention()
+    eager = Attention(eager=True)
+    eager.load_state_dict(fused.state_dict())
+    gen = torch.Generator().manual_seed(0)
+    data = (torch.randn(16, 5, 4, generator=gen), torch.randint(0, 3, (16,), generator=gen))
+    values = [
+        la.hessian_eigen(
+            la.Problem(m, nn.CrossEntropyLoss(), data), k=1, method=method
+        ).eigenvalues[0]
+        for m in (fused, eager)
+    ]
+    assert values[0] == pytest.approx(values[1], rel=1e-4)  # float32
+
+
+class _Once(torch.autograd.Function):
+    """`x^2` whose backward cannot be differentiated again."""
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x**2
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return 2 * x * g
+
+
+class OnceDifferentiable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return _Once.apply(self.fc(x))
+
+
+def test_an_op_without_second_derivative_is_one_line() -> None:
+    """Forward mode says so in one line. (Double backprop through torch.autograd drops such an
+    op's second derivative without an error: a known limitation, not checked here.)"""
+    torch.manual_seed(0)
+    problem = la.Problem(OnceDifferentiable(), nn.MSELoss(), (torch.randn(8, 3), torch.randn(8, 2)))
+    with pytest.raises(la.LossatlasError, match="Hessian-vector products fail") as info:
+        la.hessian_eigen(problem, k=1, method="forward")
+    assert "\n" not in str(info.value)

@@ -38,6 +38,7 @@ from lossatlas.core.shortcut import InputLayerShortcut
 from lossatlas.errors import LossatlasError, LossatlasWarning, one_line
 
 PATHS = ("auto", "vmap", "sequential")
+VMAP_FALLBACK = "There is a performance drop because we have not yet implemented the batching"
 
 
 @dataclass(frozen=True)
@@ -298,7 +299,10 @@ class Evaluator:
         moving = {} if self.plan.slopes else self.points(coeffs)
         problem = self.problem
         totals = None
-        with torch.no_grad():
+        with torch.no_grad(), warnings.catch_warnings():
+            # vmap's per-op fallback (e.g. for fused attention) is correct, and it is no news
+            # on every chunk: the plan and bench/ say what each path costs
+            warnings.filterwarnings("ignore", message=VMAP_FALLBACK)
             for index, (x, y) in enumerate(problem.batches(self.plan.batch_size)):
                 if self.plan.channels_last and B.is_tensor(x) and x.ndim == 4:
                     x = x.contiguous(memory_format=torch.channels_last)

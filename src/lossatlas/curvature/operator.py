@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch.func import grad, jvp, vjp, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from lossatlas.core.directions import as_center
 from lossatlas.core.engine import probe
@@ -196,14 +197,25 @@ class HessianOperator:
         return self.matmat(self._check(v, "v").reshape(-1, 1))[:, 0]
 
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        """`H V` for a `(dim, k)` block, up to `vectors_per_pass` vectors per data pass."""
+        """`H V` for a `(dim, k)` block, up to `vectors_per_pass` vectors per data pass.
+
+        Attention runs by PyTorch's math kernel here: the fused kernels it picks by default
+        have no second derivative (neither double backward nor forward mode), the math one
+        computes the same function with one.
+        """
         V = self._check(V, "V")
         if V.ndim != 2:
             raise LossatlasError(f"V must be a (dim, k) matrix, got shape {tuple(V.shape)}")
-        blocks = [
-            self._block(V[:, a : a + self.vectors_per_pass])
-            for a in range(0, V.shape[1], self.vectors_per_pass)
-        ]
+        try:
+            with sdpa_kernel(SDPBackend.MATH):
+                blocks = [
+                    self._block(V[:, a : a + self.vectors_per_pass])
+                    for a in range(0, V.shape[1], self.vectors_per_pass)
+                ]
+        except (RuntimeError, NotImplementedError) as exc:  # e.g. an op without 2nd derivative
+            raise LossatlasError(
+                f"Hessian-vector products fail on this model: {one_line(exc)}"
+            ) from exc
         return torch.cat(blocks, dim=1) if blocks else V.clone()
 
     def _block(self, V: torch.Tensor) -> torch.Tensor:
