@@ -309,3 +309,11 @@ def test_training_and_paths_between_models_use_the_token_weighted_loss() -> None
     )
     expected = [whole_text_loss(m, everything) for m in (model, middle, manual)]
     np.testing.assert_allclose(line.loss, expected, rtol=1e-12)
+
+
+def test_curvature_on_a_subset_keeps_the_token_weighting() -> None:
+    model, batches = seeded(TinyLM), padded_text()
+    problem = la.Problem(model, None, batches, weight=la.token_count())
+    # every sample as a "subset", re-batched by threes: still the loss over all tokens
+    result = la.average_sharpness(problem, data=14, batch_size=3, n_samples=2, quiet=True)
+    assert result.loss == pytest.approx(whole_text_loss(model, joined(batches)), rel=1e-12)

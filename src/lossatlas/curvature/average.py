@@ -83,7 +83,12 @@ def _selected_problem(op: HessianOperator) -> Problem:
     src = op.problem
     assert op.data.batches is not None  # first batch and subsets are held
     return Problem(
-        src.module, src.loss_fn, list(op.data.batches), metrics=src.metrics, dtype=op.dtype
+        src.module,
+        src.loss_fn,
+        list(op.data.batches),
+        metrics=src.metrics,
+        weight=src.weight,
+        dtype=op.dtype,
     )
 
 

@@ -127,6 +127,7 @@ def prediction_kind(loss_fn, out: torch.Tensor, y: torch.Tensor) -> str | None:
     width = out[0].numel()
     if width == 1:
         return "output"
+    loss_fn = getattr(loss_fn, "__wrapped__", loss_fn)  # a torch.nn loss reading logits
     classify = isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or not y.is_floating_point()
     return "class" if out.ndim == 2 and classify else None
 
