@@ -162,6 +162,11 @@ def own_loss(outputs: Any, targets: Targets = None) -> torch.Tensor:
     return loss
 
 
+def unwrapped(loss_fn: Callable) -> Callable:
+    """The `torch.nn` loss behind `on_logits`, or `loss_fn` itself."""
+    return getattr(loss_fn, "__wrapped__", loss_fn)
+
+
 def on_logits(loss_fn: Callable) -> Callable:
     """A `torch.nn` loss (or built-in metric) that reads the logits of structured outputs."""
 

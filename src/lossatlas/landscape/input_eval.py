@@ -31,7 +31,7 @@ class PerSample:
     per sample, after vmap failed; announced with a `LossatlasWarning`)."""
 
     def __init__(self, loss_fn: Callable) -> None:
-        base = getattr(loss_fn, "__wrapped__", loss_fn)  # a torch.nn loss that reads logits
+        base = B.unwrapped(loss_fn)  # a torch.nn loss that reads logits
         self.on_logits = base is not loss_fn
         self.loss_fn, self.method = base, "vmap"
         loss_fn = base
@@ -127,7 +127,7 @@ def prediction_kind(loss_fn, out: torch.Tensor, y: torch.Tensor) -> str | None:
     width = out[0].numel()
     if width == 1:
         return "output"
-    loss_fn = getattr(loss_fn, "__wrapped__", loss_fn)  # a torch.nn loss reading logits
+    loss_fn = B.unwrapped(loss_fn)
     classify = isinstance(loss_fn, (nn.CrossEntropyLoss, nn.NLLLoss)) or not y.is_floating_point()
     return "class" if out.ndim == 2 and classify else None
 
