@@ -14,7 +14,7 @@ and the built-in metrics, and by `own_loss` when the model computes its loss its
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -128,6 +128,48 @@ def cat(parts: list[Any]) -> Any:
     if isinstance(first, Mapping):
         return {k: cat([p[k] for p in parts]) for k in first}
     return type(first)(cat([p[i] for p in parts]) for i in range(len(first)))
+
+
+class Samples:
+    """Batches held in memory, addressed by sample: sample `i` is row `i` of the batches in
+    order.
+
+    When the batches' tensors can be joined (same shapes after the sample dimension), `take`
+    returns one batch; otherwise, as for dynamically padded text of different widths, one batch
+    per source batch holding its selected rows, each keeping its own width. Either way the
+    rows, and so every per-sample or per-token loss term, are those of the selected samples.
+
+    >>> import torch
+    >>> s = Samples([(torch.zeros(2, 3), None), (torch.ones(3, 5), None)])
+    >>> s.n, [tuple(x.shape) for x, _ in s.take(torch.tensor([1, 2, 4]))]
+    (5, [(1, 3), (2, 5)])
+    """
+
+    def __init__(self, batches: Iterable[tuple[Inputs, Targets]]) -> None:
+        self.batches = list(batches)
+        sizes = [size(x) for x, _ in self.batches]
+        self.starts = [sum(sizes[:i]) for i in range(len(sizes) + 1)]
+        self.n = self.starts[-1]
+        try:
+            xs, ys = zip(*self.batches)
+            self.joined: tuple[Inputs, Targets] | None = (cat(list(xs)), cat(list(ys)))
+        except (RuntimeError, TypeError, ValueError):
+            self.joined = None
+
+    def take(self, index: torch.Tensor | None = None) -> list[tuple[Inputs, Targets]]:
+        """The samples `index` (a 1-D index tensor; None: all) as a list of batches."""
+        if index is None:
+            return [self.joined] if self.joined is not None else list(self.batches)
+        if self.joined is not None:
+            x, y = self.joined
+            return [(take(x, index), None if y is None else y[index])]
+        parts = []
+        for (x, y), lo, hi in zip(self.batches, self.starts, self.starts[1:]):
+            rows = index[(index >= lo) & (index < hi)] - lo
+            if len(rows):
+                rows = rows.to(next(leaves(x)).device)
+                parts.append((take(x, rows), None if y is None else y[rows]))
+        return parts
 
 
 def logits_of(outputs: Any) -> torch.Tensor:

@@ -252,8 +252,15 @@ class Problem:
         """Yield the data as `(X, y)` batches on the problem's device.
 
         `batch_size` only applies to an `(X, y)` pair (the engine passes its choice here);
-        `Problem(batch_size=...)` wins when set.
+        `Problem(batch_size=...)` wins when set. A batch in which `weight` counts no units
+        (say, text whose labels are all padding) is skipped: its share of the loss is zero,
+        while its mean loss is 0/0 (NaN in Hugging Face's losses).
         """
+        for batch in self._every_batch(batch_size):
+            if self.weight is None or self.units(*batch) > 0:
+                yield batch
+
+    def _every_batch(self, batch_size: int | None) -> Iterator[Batch]:
         if self._pair is not None:
             size = self.batch_size or batch_size or self.n_samples
             x, y = self._pair

@@ -82,16 +82,12 @@ def select_data(
             "a random subset needs the data in memory; pass (X, y) or a list of batches, "
             "or use data='first_batch'"
         )
-    xs, ys = zip(*problem.batches())
-    X, Y = B.cat(list(xs)), B.cat(list(ys))
+    samples = B.Samples(problem.batches())  # a padded batch keeps its width (never joined)
+    data = min(data, samples.n)  # batches without units are skipped
     generator = torch.Generator().manual_seed(seed)
-    index = torch.randperm(problem.n_samples, generator=generator)[:data].sort().values
+    index = torch.randperm(samples.n, generator=generator)[:data].sort().values
     index = index.to(problem.device)
-    X, Y = B.take(X, index), None if Y is None else Y[index]
     step = size or data
-    held = tuple(
-        (B.take(X, slice(a, a + step)), None if Y is None else Y[a : a + step])
-        for a in range(0, data, step)
-    )
+    held = tuple(part for a in range(0, data, step) for part in samples.take(index[a : a + step]))
     units = sum(problem.units(x, y) for x, y in held)
     return DataSelection(problem, "subset", data, held, size, seed, units)

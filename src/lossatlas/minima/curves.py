@@ -133,15 +133,12 @@ def _batches(problem: Problem, batch_size: int | None, rng: np.random.Generator)
         while True:
             for x, y in problem.batches():
                 yield [(x, y)]
-    pairs = list(problem.batches())
-    X, Y = B.cat([x for x, _ in pairs]), B.cat([y for _, y in pairs])
-    n = B.size(X)
-    size = min(batch_size, n)
+    samples = B.Samples(problem.batches())
+    size = min(batch_size, samples.n)
     while True:  # epochs of a seeded permutation, without replacement within an epoch
-        order = torch.from_numpy(rng.permutation(n)).to(problem.device)
-        for start in range(0, n - size + 1, size):
-            idx = order[start : start + size]
-            yield [(B.take(X, idx), None if Y is None else Y[idx])]
+        order = torch.from_numpy(rng.permutation(samples.n)).to(problem.device)
+        for start in range(0, samples.n - size + 1, size):
+            yield samples.take(order[start : start + size])
 
 
 def _loss(problem: Problem, points: list[Weights], c: torch.Tensor, batches, weight: float):
@@ -236,10 +233,11 @@ def fit_curve(
         for step in range(steps):
             t = float(rng_t.random())
             c = torch.as_tensor(coefficients(kind, bends + 2, [t])[0], **dev)
-            batches = next(data)  # all data: weighed as the engine does; a mini-batch: alone
-            one = batch_size is not None
+            batches = next(data)  # all data, or a mini-batch (in parts when padded apart)
             weight = (
-                problem.batch_weight(problem.units(*batches[0])) if one else problem.loss_divisor
+                problem.loss_divisor
+                if batch_size is None or problem.reduction == "sum"
+                else sum(problem.units(*b) for b in batches)
             )
 
             def closure(c=c, batches=batches, weight=weight) -> torch.Tensor:

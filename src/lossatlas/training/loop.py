@@ -73,13 +73,24 @@ def _forward(module: nn.Module, x: B.Inputs) -> Any:
     return module(*x) if isinstance(x, (tuple, list)) else module(x)
 
 
-def all_data(problem: Problem) -> tuple[B.Inputs, B.Targets]:
-    """Every sample, concatenated (a DataLoader-backed problem is read once, here)."""
-    xs, ys = zip(*problem.batches())
-    try:
-        return B.cat(list(xs)), B.cat(list(ys))
-    except (RuntimeError, TypeError) as exc:
-        raise LossatlasError(f"the batches cannot be joined for training: {one_line(exc)}") from exc
+def mean_loss(
+    problem: Problem, model: nn.Module, parts: list[tuple[B.Inputs, B.Targets]]
+) -> torch.Tensor:
+    """The loss of `model` on the batches `parts` taken as one, backpropagated batch by batch
+    (parts exist where padded batches of different widths cannot be joined); detached."""
+    if len(parts) == 1:
+        x, y = parts[0]
+        loss = batch_value(problem.loss_fn(_forward(model, x), y))
+        loss.backward()
+        return loss.detach()
+    weights = [problem.batch_weight(problem.units(x, y)) for x, y in parts]
+    divisor = 1.0 if problem.reduction == "sum" else sum(weights)
+    total = torch.zeros((), dtype=torch.float64)
+    for (x, y), w in zip(parts, weights):
+        loss = batch_value(problem.loss_fn(_forward(model, x), y)) * (w / divisor)
+        loss.backward()
+        total += loss.detach().to("cpu", torch.float64)
+    return total
 
 
 def fresh_init(model: nn.Module, seed: int) -> None:
@@ -133,7 +144,7 @@ def batch_order(
 
 def run_steps(model, opt, scheduler, data, order, steps: int, every: int):
     """The training steps; the history (lists) and a status."""
-    problem, val, x_all, y_all = data
+    problem, val, samples = data
     history: dict[str, list[float]] = {"step": [], "loss": [], "lr": [], "eval_step": []}
 
     def record(step: int) -> None:
@@ -147,16 +158,11 @@ def run_steps(model, opt, scheduler, data, order, steps: int, every: int):
     model.train()
     status = "finished"
     for step, idx in zip(range(1, steps + 1), order):
-        if idx is None:
-            x, y = x_all, y_all
-        else:
-            x, y = B.take(x_all, idx), None if y_all is None else y_all[idx]
+        parts = samples.take(idx)
 
-        def closure(x=x, y=y) -> torch.Tensor:
+        def closure(parts=parts) -> torch.Tensor:
             opt.zero_grad(set_to_none=True)
-            loss = batch_value(problem.loss_fn(_forward(model, x), y))
-            loss.backward()
-            return loss.detach()
+            return mean_loss(problem, model, parts)
 
         history["lr"].append(float(opt.param_groups[0]["lr"]))
         try:

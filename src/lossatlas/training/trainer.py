@@ -20,12 +20,12 @@ from typing import Any
 import numpy as np
 import torch
 
+from lossatlas.core import batches as B
 from lossatlas.core.problem import Problem
 from lossatlas.core.provenance import versions
 from lossatlas.descent.optimizers import check_lr, make_schedule, resolve_optimizer
 from lossatlas.errors import LossatlasError, check_count, check_seed, one_line
 from lossatlas.training.loop import (
-    all_data,
     batch_order,
     check_same_model,
     fresh_init,
@@ -173,7 +173,8 @@ def train(
     """
     seed = check_seed(seed)
     steps = check_count("steps", steps, 1)
-    n = problem.n_samples
+    samples = B.Samples(problem.batches())  # joined into one batch where shapes allow
+    n = samples.n
     batch = n if batch_size is None else check_count("batch_size", batch_size, 1)
     if batch > n:
         raise LossatlasError(f"batch_size={batch} exceeds the {n} samples of the problem")
@@ -189,7 +190,6 @@ def train(
     s_init, s_order, s_global = stream_seeds(seed)
 
     began = time.perf_counter()
-    x_all, y_all = all_data(problem)
     model = copy.deepcopy(problem.module)
     device = problem.device
     cuda = [device.index or 0] if device.type == "cuda" else []
@@ -210,7 +210,7 @@ def train(
         if schedule is not None:
             scheduler, schedule_label = make_schedule(schedule, schedule_kwargs, opt, lr, steps)
         order = batch_order(n, batch, s_order, device)
-        data = (problem, val, x_all, y_all)
+        data = (problem, val, samples)
         history, status = run_steps(model, opt, scheduler, data, order, steps, every)
     seconds = time.perf_counter() - began
     taken = len(history["step"])
