@@ -121,6 +121,7 @@ from lossatlas.problems import (
     one_weight,
     teacher_cnn,
     tiny_7,
+    tiny_gpt,
     xy_regression,
 )
 from lossatlas.report import Section, write_report
@@ -199,6 +200,7 @@ __all__ = [  # noqa: RUF022 (grouped by subpackage)
     "one_weight",
     "teacher_cnn",
     "tiny_7",
+    "tiny_gpt",
     "xy_regression",
     # minima: comparisons, barriers, curves, flat vs sharp
     "BarrierMatrix",

@@ -20,6 +20,7 @@ the order of `names`, in the problem's dtype; `as_linear_operator` wraps it for 
 
 from __future__ import annotations
 
+import inspect
 import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -380,4 +381,9 @@ def as_operator(source: Problem | HessianOperator, **options: Any) -> HessianOpe
         raise LossatlasError(
             f"expected a Problem or a HessianOperator, got {type(source).__name__}"
         )
+    known = inspect.signature(HessianOperator).parameters
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        choices = ", ".join(k for k in known if k != "problem")
+        raise LossatlasError(f"unknown option {unknown[0]!r}; the Hessian's options are {choices}")
     return HessianOperator(source, **options)

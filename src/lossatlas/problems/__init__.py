@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from lossatlas.problems.digits import digits_mlp
+from lossatlas.problems.gpt import tiny_gpt
 from lossatlas.problems.registry import PROBLEMS, get_problem, linreg, one_weight
 from lossatlas.problems.teacher import teacher_cnn
 from lossatlas.problems.toys import tiny_7, xy_regression, xy_target
@@ -15,6 +16,7 @@ __all__ = [
     "one_weight",
     "teacher_cnn",
     "tiny_7",
+    "tiny_gpt",
     "xy_regression",
     "xy_target",
 ]

@@ -1,7 +1,8 @@
 """Built-in problems: small models on bundled or generated data, ready to map in seconds.
 
-This module holds the registry `PROBLEMS` and the closed-form problems; the trained ones live in
-`digits`, `toys` and `teacher` (their shared helpers in `common`) and are re-exported here.
+This module holds the registry `PROBLEMS` and the closed-form problems; the trained ones live
+in `digits`, `toys`, `teacher` and `gpt` (their shared helpers in `common`) and are
+re-exported here.
 Nothing is downloaded. Trained weights are cached under the user cache directory
 (`$LOSSATLAS_CACHE`, else `$XDG_CACHE_HOME/lossatlas`, else `~/.cache/lossatlas`), one file per
 problem name, version and seed, so a problem is trained once per machine.
@@ -21,6 +22,7 @@ from lossatlas.problems.common import cache_dir as cache_dir  # re-exported
 from lossatlas.problems.common import load_or_train as load_or_train
 from lossatlas.problems.digits import DIGITS_VERSION as DIGITS_VERSION
 from lossatlas.problems.digits import digits_mlp
+from lossatlas.problems.gpt import tiny_gpt
 from lossatlas.problems.teacher import teacher_cnn
 from lossatlas.problems.toys import tiny_7, xy_regression
 
@@ -66,6 +68,7 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
     "tiny-7": tiny_7,
     "xy-regression": xy_regression,
     "teacher-cnn": teacher_cnn,
+    "tiny-gpt": tiny_gpt,
 }
 
 
