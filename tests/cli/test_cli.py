@@ -12,6 +12,7 @@ import torch
 
 import lossatlas as la
 from lossatlas.cli import common as cli_common
+from lossatlas.problems import gpt
 from lossatlas.problems.registry import DIGITS_VERSION, digits_mlp, get_problem, linreg
 from tests.support.cli import png_size, run_cli
 
@@ -57,6 +58,10 @@ def test_demo_quick_json(quick_demo) -> None:
         "digits-curve": "CurveLosses",
         "digits-plane": "Surface",
         "digits-flat-sharp": "FlatSharpStudy",
+        "resnet-digits": "Surface",
+        "gpt-plane": "Surface",
+        "gpt-sharp-train": "Surface",
+        "gpt-sharp-test": "Surface",
     }
     # One weight: autograd's slope is the closed form 2 (w x - y) x.
     assert result["one_weight_slope_error"] < 1e-12
@@ -84,7 +89,7 @@ def test_demo_quick_json(quick_demo) -> None:
     page = files["report"].read_text(encoding="utf-8")
     assert "plotly.js v" in page and "Licensed under the MIT license" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing fetched: works offline
-    assert page.count("<section id=") == 16
+    assert page.count("<section id=") == 19
     # Many minima: the trained curve's barrier is below the straight line's, which is the
     # largest entry of the barrier matrix for that pair or below it.
     # (the two straight lines are evaluated on different engine paths: equal to float rounding)
@@ -92,6 +97,13 @@ def test_demo_quick_json(quick_demo) -> None:
         0 <= result["curve_barrier"] < result["line_barrier"] <= result["barrier_max"] * (1 + 1e-8)
     )
     assert all(g > 0 for g in result["minima_gap"]) and len(result["minima_lambda_max"]) == 3
+    # The networks users bring: a trained ResNet and a language model that reads its context.
+    assert 0 < result["resnet_loss_center"] < 0.05 and result["resnet_lambda_max"] > 0
+    assert result["gpt_test_loss_center"] < gpt.unigram_entropy(gpt.encode(gpt.gpt_text()[0]))
+    assert result["gpt_max_stable_lr"] == pytest.approx(2 / result["gpt_lambda_max"], rel=1e-12)
+    sharp = la.load(files["gpt-sharp-train"])
+    assert sharp.directions.settings["kind"] == "hessian"
+    assert sharp.loss[4, 4] == pytest.approx(result["gpt_loss_center"], rel=1e-6)  # float32
     width, height = png_size(files["digits-mlp.png"])
     assert width >= 800 and height >= 600
 
@@ -99,7 +111,13 @@ def test_demo_quick_json(quick_demo) -> None:
 def test_second_run_reuses_cached_weights(quick_demo, cache: Path, tmp_path: Path) -> None:
     proc, _ = quick_demo
     weights = sorted(cache.glob("*.pt"))
-    assert [w.name.split("-v")[0] for w in weights] == ["digits-mlp", "tiny-7", "xy-regression"]
+    assert [w.name.split("-v")[0] for w in weights] == [
+        "digits-mlp",
+        "resnet-digits",
+        "tiny-7",
+        "tiny-gpt",
+        "xy-regression",
+    ]
     stamps = [w.stat().st_mtime_ns for w in weights]
     again = run_cli("demo", "--quick", "--json", "--out", str(tmp_path), cache=cache)
     assert again.returncode == 0, again.stderr

@@ -3,8 +3,10 @@
 Each scenario of the texts lossatlas grew from, reproduced and taken further: the loss and
 gradient of one weight; learning rates on linear regression against the predicted largest
 stable one; gradient descent on a quadratic bowl; optimizers on Rosenbrock's valley; a 1-2-1
-network over two of its weights; a regression net's loss over its input plane; and an MLP on
-the digits, with its loss landscape, training path, Hessian spectrum and sharpness.
+network over two of its weights; a regression net's loss over its input plane; an MLP on the
+digits, with its loss landscape, training path, Hessian spectrum, sharpness and many minima;
+a residual CNN with BatchNorm; and a small causal transformer on text, its landscape and its
+sharpest directions.
 """
 
 from __future__ import annotations
@@ -211,6 +213,7 @@ def run_demo(
         `files` written, `seconds` per part and in all, and headline numbers.
     """
     from lossatlas.demo.minima import minima_sections
+    from lossatlas.demo.networks import gpt_sections, resnet_sections
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -232,6 +235,10 @@ def run_demo(
     minima, found = clock.run("many minima", lambda: minima_sections(quiet, quick, train, plane))
     sections += minima
     numbers.update(found)
+    for name, part in (("resnet-digits", resnet_sections), ("tiny-gpt", gpt_sections)):
+        more, found = clock.run(name, lambda part=part: part(quiet, quick))
+        sections += more
+        numbers.update(found)
     page = clock.run(
         "report",
         lambda: la.write_report(

@@ -22,7 +22,7 @@ _DIGITS_BATCH = 64
 _DIGITS_LR = 2e-3
 
 
-def _digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def digits_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled 8x8 digits, split and standardised with the training statistics."""
     from sklearn.datasets import load_digits  # imported here: scikit-learn is slow to import
 
@@ -83,7 +83,7 @@ def digits_mlp(*, seed: int = 0, split: str = "train", quiet: bool = True) -> Pr
     """
     check_split(split)
     check_seed(seed)
-    x_train, y_train, x_test, y_test = _digits_data()
+    x_train, y_train, x_test, y_test = digits_data()
     model = digits_model()
     load_or_train(
         model,

@@ -1,7 +1,7 @@
 """Built-in problems: small models on bundled or generated data, ready to map in seconds.
 
 This module holds the registry `PROBLEMS` and the closed-form problems; the trained ones live
-in `digits`, `toys`, `teacher` and `gpt` (their shared helpers in `common`) and are
+in `digits`, `toys`, `teacher`, `gpt` and `resnet` (their shared helpers in `common`) and are
 re-exported here.
 Nothing is downloaded. Trained weights are cached under the user cache directory
 (`$LOSSATLAS_CACHE`, else `$XDG_CACHE_HOME/lossatlas`, else `~/.cache/lossatlas`), one file per
@@ -23,6 +23,7 @@ from lossatlas.problems.common import load_or_train as load_or_train
 from lossatlas.problems.digits import DIGITS_VERSION as DIGITS_VERSION
 from lossatlas.problems.digits import digits_mlp
 from lossatlas.problems.gpt import tiny_gpt
+from lossatlas.problems.resnet import resnet_digits
 from lossatlas.problems.teacher import teacher_cnn
 from lossatlas.problems.toys import tiny_7, xy_regression
 
@@ -69,6 +70,7 @@ PROBLEMS: dict[str, Callable[..., Problem]] = {
     "xy-regression": xy_regression,
     "teacher-cnn": teacher_cnn,
     "tiny-gpt": tiny_gpt,
+    "resnet-digits": resnet_digits,
 }
 
 
