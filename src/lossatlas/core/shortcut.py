@@ -8,6 +8,11 @@ pre-activation at the point `W0 + sum_j c_j D_j` (bias likewise) is
 so the `m + 1` products are computed once per data batch (one call with the weights stacked
 along the output dimension) and every point costs one `addmm` instead of a full layer. The
 layer is replaced, in a private copy of the model, by a module that returns the combination.
+
+Not applied to an `nn.Embedding` input layer: its output is linear in the weight too, but a
+lookup is a gather that costs no more than the combination that would replace it. Models
+called with several or named inputs (`model(*x)`, `model(**x)`, as Hugging Face models are)
+run without the shortcut.
 """
 
 from __future__ import annotations
