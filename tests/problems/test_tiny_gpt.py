@@ -128,3 +128,11 @@ def test_registered_seeds_and_split() -> None:
         gpt.tiny_gpt(split="valid")
     with pytest.raises(la.LossatlasError):
         gpt.tiny_gpt(seed=-1)
+
+
+def test_an_input_plane_of_token_ids_is_refused_in_one_line(trained) -> None:
+    from lossatlas.landscape.inputs import input_surface
+
+    with pytest.raises(la.LossatlasError, match="floating-point inputs") as caught:
+        input_surface(trained["train"], steps=3, quiet=True)
+    assert "\n" not in str(caught.value) and "int64" in str(caught.value)
