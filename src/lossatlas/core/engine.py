@@ -15,7 +15,7 @@ values.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -240,6 +240,14 @@ class Evaluator:
         c = self._coeffs(coeffs)
         return {n: self.center[n] + torch.tensordot(c, d, dims=1) for n, d in self.stacks.items()}
 
+    def _point(self, c: torch.Tensor, skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """One point's moved parameters `theta0 + c @ D`, for coefficients `c` of shape (m,)."""
+        return {
+            n: self.center[n] + torch.tensordot(c, d, dims=1)
+            for n, d in self.stacks.items()
+            if n not in skip
+        }
+
     def _coeffs(self, coeffs: np.ndarray) -> torch.Tensor:
         c = np.asarray(coeffs, dtype=np.float64).reshape(-1, len(self.directions))
         return torch.as_tensor(c, dtype=self.problem.dtype, device=self.problem.device)
@@ -262,7 +270,10 @@ class Evaluator:
             self.n_model_calls += len(coeffs)
             rows = []
             for i in range(len(coeffs)):
-                point = {n: t[i] for n, t in moving.items()}
+                if moving:  # stacked already (a vmap plan that fell back)
+                    point = {n: t[i] for n, t in moving.items()}
+                else:  # one point at a time: K stacked copies of a large model cost more
+                    point = self._point(coeffs[i], skip=sc.owned if sc is not None else ())
                 if sc is None:
                     rows.append(self._per_point(point, fixed, x, y))
                 else:  # one point's pre-activation at a time keeps it in cache
@@ -296,7 +307,8 @@ class Evaluator:
 
     def _chunk(self, coeffs: np.ndarray) -> ChunkResult:
         c = self._coeffs(coeffs)
-        moving = {} if self.plan.slopes else self.points(coeffs)
+        sequential = self.plan.slopes or self.plan.path == "sequential"
+        moving = {} if sequential else self.points(coeffs)  # sequential: point by point
         problem = self.problem
         totals = None
         with torch.no_grad(), warnings.catch_warnings():
