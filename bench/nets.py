@@ -71,3 +71,28 @@ def resnet18_case(n: int = 256, *, seed: int = 0) -> tuple[nn.Module, tuple[torc
         for start in range(0, n, 64):
             model(x[start : start + 64])
     return model.eval(), (x, y)
+
+
+class LSTMClassifier(nn.Module):
+    """Embedding, a 2-layer LSTM and a linear head on the last hidden state: ids -> classes."""
+
+    def __init__(self, vocab: int = 256, width: int = 128, classes: int = 4) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(vocab, width)
+        self.lstm = nn.LSTM(width, width, num_layers=2, batch_first=True)
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out, _ = self.lstm(self.embed(ids))
+        return self.head(out[:, -1])
+
+
+def lstm_case(n: int = 256, length: int = 32, *, seed: int = 0):
+    """An LSTM classifier (about 280k weights) and `n` random sequences of `length` ids."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randint(0, 256, (n, length), generator=gen)
+    y = torch.randint(0, 4, (n,), generator=gen)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = LSTMClassifier()
+    return model.eval(), (x, y)
