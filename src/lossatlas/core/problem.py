@@ -115,6 +115,8 @@ class Problem:
         if batch_size is not None and batch_size < 1:
             raise LossatlasError(f"batch_size must be at least 1, got {batch_size}")
         for name, fn in (metrics or {}).items():
+            if not isinstance(name, str) or not name:
+                raise LossatlasError(f"metric names must be non-empty strings, got {name!r}")
             if not callable(fn):
                 raise LossatlasError(f"metric {name!r} is not callable")
         first = next(model.parameters(), None)

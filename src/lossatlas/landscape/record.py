@@ -21,7 +21,8 @@ from lossatlas.core.directions import Directions
 from lossatlas.errors import LossatlasError
 
 FORMAT = "lossatlas.surface"
-FORMAT_VERSION = 1
+# 2: metrics and path labels stored under indices with JSON names, so any string round-trips
+FORMAT_VERSION = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,12 +101,12 @@ class Surface:
             for i, c in enumerate(self.coords):
                 f.create_dataset(f"coords/{i}", data=c)
             f.create_dataset("loss", data=self.loss)
-            for name, grid in self.metrics.items():
-                f.create_dataset(f"metrics/{name}", data=grid)
+            for i, (name, grid) in enumerate(self.metrics.items()):  # any name: "acc/top1", ""
+                f.create_dataset(f"metrics/{i}", data=grid).attrs["name"] = json.dumps(name)
             if self.slopes is not None:
                 f.create_dataset("slopes", data=self.slopes)
-            for i, (label, xy) in enumerate(self.paths.items()):  # labels may hold "/"
-                f.create_dataset(f"paths/{i}", data=xy).attrs["label"] = label
+            for i, (label, xy) in enumerate(self.paths.items()):
+                f.create_dataset(f"paths/{i}", data=xy).attrs["label"] = json.dumps(label)
             group = f.create_group("directions")
             group.attrs["settings"] = json.dumps(dict(self.directions.settings), sort_keys=True)
             for i, vec in enumerate(self.directions):
@@ -148,7 +149,8 @@ def load(path: str | Path) -> Surface:
         if int(f.attrs["format_version"]) > FORMAT_VERSION:
             raise LossatlasError(f"{path} was written by a newer lossatlas; please upgrade")
         coords = tuple(f["coords"][str(i)][()] for i in range(len(f["coords"])))
-        metrics = {name: ds[()] for name, ds in f.get("metrics", {}).items()}
+        old = int(f.attrs["format_version"]) < 2  # names as keys, labels as plain strings
+        metrics = {_name(key, ds, "name", old): ds[()] for key, ds in _indexed(f, "metrics", old)}
         group = f["directions"]
         vectors = tuple(
             {name: torch.from_numpy(ds[()]) for name, ds in group[str(i)].items()}
@@ -162,8 +164,20 @@ def load(path: str | Path) -> Surface:
             settings=json.loads(f.attrs["settings"]),
             provenance=json.loads(f.attrs["provenance"]),
             slopes=f["slopes"][()] if "slopes" in f else None,
-            paths={
-                ds.attrs["label"]: ds[()]
-                for ds in (f["paths"][str(i)] for i in range(len(f.get("paths", {}))))
-            },
+            paths={_name(key, ds, "label", old): ds[()] for key, ds in _indexed(f, "paths", old)},
         )
+
+
+def _indexed(f: h5py.File, group: str, old: bool) -> list[tuple[str, h5py.Dataset]]:
+    """The datasets of `group` in the order written (by index; by name in version 1)."""
+    node = f.get(group, {})
+    if old and group == "metrics":
+        return list(node.items())
+    return [(str(i), node[str(i)]) for i in range(len(node))]
+
+
+def _name(key: str, ds: h5py.Dataset, attr: str, old: bool) -> str:
+    """A metric name or path label: JSON in `attr` (version 2), else the key or plain label."""
+    if old:
+        return key if attr == "name" else str(ds.attrs[attr])
+    return json.loads(ds.attrs[attr])
