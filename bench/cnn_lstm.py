@@ -7,7 +7,7 @@ CIFAR-size images, a 7x7 plane; an LSTM classifier (2 layers, width 128) on 256 
 ids, an 11x11 plane; filter-normalised directions (biases and BatchNorm fixed). In one run per
 case: lossatlas with its default plan and with one point per chunk (after a warm-up call that
 pays one-time costs), and the loop: a deep copy of the model, each point's weights written
-with `copy_`, the data in batches of 128 under `no_grad`, losses read with `.item()`. The loop
+with `copy_`, the data in batches of 256 under `no_grad`, losses read with `.item()`. The loop
 is timed on points spread over the grid (scaled to all points), which also check that both
 give the same values.
 """
@@ -27,7 +27,7 @@ from torch import nn
 import lossatlas as la
 
 
-def per_point_loop(model, x, y, w0, dirs, coeffs, batch: int = 128) -> np.ndarray:
+def per_point_loop(model, x, y, w0, dirs, coeffs, batch: int = 256) -> np.ndarray:
     net = copy.deepcopy(model).eval()
     params, loss_fn, losses = dict(net.named_parameters()), nn.CrossEntropyLoss(), []
     with torch.no_grad():

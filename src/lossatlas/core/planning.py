@@ -7,7 +7,10 @@ blocks to the kernel after every use, so each new one costs page faults. The CPU
 keeps the largest activation of one pass under `CPU_ACTIVATION_TARGET` and raises glibc's mmap
 threshold to just above it (`tune_malloc`), which made the digits MLP 25-46% faster here. On the
 sequential path (one point per forward) only the batch size matters; it is chosen so the largest
-activation stays in cache.
+activation stays in cache, unless the model's weights outweigh a batch's activations: every
+batch streams all the weights from memory once, so the batch is then grown until its
+activations are `WEIGHT_REUSE` times the weights (ResNet-18 on CIFAR-size images: 256 images per
+batch instead of 64, 93 instead of 127 ms per point for 256 images).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from lossatlas.errors import LossatlasError
 
 CPU_ACTIVATION_TARGET = 16 << 20
 CPU_SEQUENTIAL_TARGET = 4 << 20  # one point per forward: keep its largest activation in cache
+WEIGHT_REUSE = 4  # sequential CPU batches: activations at least this many times the weights
 SEQUENTIAL_CHUNK = 32  # points per chunk on the sequential path: the unit of progress and resume
 MIN_CHUNKS = 8  # a grid is cut into at least this many chunks, so progress and resume have steps
 _GLIBC_MMAP_THRESHOLD_MAX = 32 << 20
@@ -146,7 +150,12 @@ def make_plan(
     batch = batch_size or data_batch
     if path == "sequential":
         if batch_size is None and splittable and device.type == "cpu":
-            batch = max(32, CPU_SEQUENTIAL_TARGET // (footprint.largest * itemsize))
+            in_cache = CPU_SEQUENTIAL_TARGET // (footprint.largest * itemsize)
+            reuse = -(-WEIGHT_REUSE * moving_numel // footprint.total)
+            within = max(1, budget // per_sample_point)  # one point's activations fit the budget
+            batch = min(max(32, min(max(in_cache, reuse), within)), n_samples)
+            if reuse > in_cache:  # equal batches, none below the reuse target
+                batch = min(-(-n_samples // (n_samples // batch)), max(32, within))
         batch = min(batch, n_samples)
         chunk = chunk_size or max(1, min(SEQUENTIAL_CHUNK, budget // (per_point + 1)))
         return Plan(int(chunk), int(batch), path, shortcut, channels_last)
