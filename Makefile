@@ -25,9 +25,11 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check src tests bench
 
 bench: $(STAMP)
+	$(BIN)/python -m pip install --quiet --no-deps loss-landscapes==3.0.6  # the peer, bench only
 	$(BIN)/python bench/surface.py
 	$(BIN)/python bench/curvature.py
 	$(BIN)/python bench/models.py
+	$(BIN)/python bench/cnn_lstm.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

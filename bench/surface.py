@@ -11,7 +11,9 @@ Each against:
   the model, iterate a DataLoader in batches of 128, read loss and accuracy with `.item()`;
 - the same loop over pre-sliced tensor batches (no DataLoader: a stronger baseline);
 - the forward-pass floor: grid points x one full-data forward pass (+ loss) of the plain model;
-- the FLOP floor: grid points x forward FLOPs / the measured float32 matrix-multiply rate.
+- the FLOP floor: grid points x forward FLOPs / the measured float32 matrix-multiply rate;
+- loss-landscapes' `random_plane` (the peer's own code, filter normalisation, loss on all data
+  at once per point; `make bench` installs it without its dependencies), on the MLP.
 """
 
 from __future__ import annotations
@@ -120,6 +122,21 @@ def run_case(name, model, x, y, steps, *, quick: bool, profile: bool) -> dict:
     index = [int(np.flatnonzero((coeffs == c).all(1))[0]) for c in sample]
     max_rel = float(np.max(np.abs(land.loss.reshape(-1)[index] - reference) / np.abs(reference)))
 
+    peer = None
+    if name == "digits MLP":
+        try:
+            import loss_landscapes
+            import loss_landscapes.metrics
+        except ImportError:
+            pass
+        else:
+            metric = loss_landscapes.metrics.Loss(loss_fn, x, y)
+            peer = _seconds(
+                lambda: loss_landscapes.random_plane(
+                    copy.deepcopy(model), metric, distance=1, steps=steps,
+                    normalization="filter", deepcopy_model=True,
+                )
+            )  # fmt: skip
     fwd = forward_seconds(model, loss_fn, x, y, reps=5 if quick else 30) * n_points
     flops = forward_flops(model, x) * n_points
     row = {
@@ -132,6 +149,7 @@ def run_case(name, model, x, y, steps, *, quick: bool, profile: bool) -> dict:
         "loop_sliced_s": t_sliced * scale,
         "forward_floor_s": fwd,
         "flop_floor_s": flops / RATE,
+        "peer_s": peer,
         "plan": land.settings["plan"],
         "max_rel_diff": max_rel,
     }
@@ -209,6 +227,12 @@ def main() -> None:
             f" | {r['ours_s'] / r['forward_floor_s']:.2f} | {r['ours_s'] / r['flop_floor_s']:.2f}"
             f" | {r['max_rel_diff']:.1e} |"
         )
+    for r in rows:
+        if r["peer_s"] is not None:
+            print(
+                f"\n{r['case']}: loss-landscapes random_plane {r['peer_s']:.2f} s, "
+                f"lossatlas {r['ours_s']:.2f} s: {r['peer_s'] / r['ours_s']:.2f}x"
+            )
     for r in rows:
         print(f"\n{r['case']} plan: {r['plan']}")
         if "profile" in r:
