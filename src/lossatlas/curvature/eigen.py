@@ -1,15 +1,19 @@
-"""Extreme Hessian eigenpairs by implicitly restarted Lanczos (ARPACK) or power iteration.
+"""Extreme Hessian eigenpairs by Lanczos, implicitly restarted Lanczos (ARPACK), or power
+iteration.
 
-`hessian_eigen` asks ARPACK's implicitly restarted Lanczos method (Lanczos 1950; Sorensen 1992;
-Lehoucq, Sorensen & Yang, "ARPACK Users' Guide", SIAM 1998) through `scipy.sparse.linalg.eigsh`
-for the `k` eigenpairs at one end of the spectrum, using only Hessian-vector products, and then
-checks every pair with a fresh product: the residual `||H v - lambda v||`. `power_iteration` is
-the baseline PyHessian uses (Yao, Gholami, Keutzer & Mahoney, "PyHessian", 2020). The plain
-Lanczos process and the spectral density are in `lossatlas.curvature.density`.
+`hessian_eigen` runs the Lanczos process (Lanczos 1950) with full re-orthogonalisation for a
+few eigenpairs at one end of the spectrum, keeping its vectors in the operator's dtype and
+device, or asks ARPACK's implicitly restarted Lanczos method (Sorensen 1992; Lehoucq, Sorensen
+& Yang, "ARPACK Users' Guide", SIAM 1998) through `scipy.sparse.linalg.eigsh`, using only
+Hessian-vector products, and then checks every pair by its residual `||H v - lambda v||` from
+products. `power_iteration` is the baseline PyHessian uses (Yao, Gholami, Keutzer & Mahoney,
+"PyHessian: Neural Networks Through the Lens of the Hessian", 2020). The plain Lanczos process
+is in `lossatlas.curvature.lanczos`, the spectral density in `lossatlas.curvature.density`.
 """
 
 from __future__ import annotations
 
+import os
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -21,7 +25,14 @@ import torch
 from lossatlas.core.directions import Directions
 from lossatlas.core.problem import Problem
 from lossatlas.core.provenance import versions
-from lossatlas.curvature.lanczos import lanczos_eigen, ritz_order, start_vector, work_dtype
+from lossatlas.curvature.lanczos import (
+    basis_dtype,
+    dot,
+    lanczos_eigen,
+    norm,
+    ritz_order,
+    start_vector,
+)
 from lossatlas.curvature.operator import HessianOperator, as_operator
 from lossatlas.errors import LossatlasError, LossatlasWarning, check_count, check_positive
 
@@ -40,11 +51,14 @@ class Eigen:
             descending `|lambda|` for `"magnitude"`. NaN for pairs a solver gave up on.
         eigenvectors: `(dim, k)` float64 unit columns, in the operator's parameter order; the
             sign is fixed so that the largest-magnitude entry is positive.
-        residuals: `||H v - lambda v||` from an explicit product after the solve.
+        residuals: `||H v - lambda v||` from explicit products: one after the solve, or the
+            Lanczos products combined (`settings["check"]`).
         converged: whether each pair passed the solver's test (see `settings["test"]`).
         hvps: Hessian-vector products used, including the residual check.
         seconds: wall-clock time.
-        settings: which, k, tol, solver, seed, the operator's settings, the test applied.
+        settings: which, k, tol, solver, seed, the operator's settings, the test applied;
+            for Lanczos its steps and `basis` (the dtype of its vectors), and `check`: where
+            the products for the residuals came from.
         versions: package versions (`lossatlas.landscape.record.versions`).
         names: the differentiated parameters, in vector order.
         layout: `(name, shape)` of every model parameter, to build full directions.
@@ -108,11 +122,18 @@ class Eigen:
         return Directions(tuple(self.vector(i) for i in range(n)), settings)
 
 
+def _unit_signs(V: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Column norms and signs that make `V / norms * signs` unit columns whose
+    largest-magnitude entry is positive (a deterministic sign)."""
+    norms = np.linalg.norm(V, axis=0, keepdims=True)
+    peaks = V[np.argmax(np.abs(V), axis=0), np.arange(V.shape[1])]
+    return norms, np.where(peaks < 0, -1.0, 1.0)
+
+
 def _fix_signs(V: np.ndarray) -> np.ndarray:
     """Unit columns whose largest-magnitude entry is positive (a deterministic sign)."""
-    V = V / np.linalg.norm(V, axis=0, keepdims=True)
-    peaks = V[np.argmax(np.abs(V), axis=0), np.arange(V.shape[1])]
-    return V * np.where(peaks < 0, -1.0, 1.0)
+    norms, signs = _unit_signs(V)
+    return V / norms * signs
 
 
 def _point_of(op: HessianOperator) -> str:
@@ -147,27 +168,36 @@ def hessian_eigen(
     """The `k` extreme eigenpairs of the Hessian by Lanczos, with a residual check.
 
     `solver="lanczos"` runs one Lanczos process with full re-orthogonalisation and stops as
-    soon as the wanted Ritz pairs meet `tol` (see `lossatlas.curvature.lanczos.lanczos_eigen`): the
-    fewest products, at the memory of one vector per step. `"arpack"` restarts to keep the
-    basis at `ncv` vectors. `"auto"` takes Lanczos for `k <= 8` when its basis (at most
-    `max(100, 20 k)` steps) fits in 1 GiB, ARPACK otherwise, and hands an unfinished
-    Lanczos run over to ARPACK, warm-started from its Ritz vectors.
+    soon as the wanted Ritz pairs meet `tol` (see `lossatlas.curvature.lanczos.lanczos_eigen`):
+    the fewest products, at the memory of one vector per step, kept in the operator's dtype
+    and device (Paige 1976 and Simon 1984 for why a float32 basis is enough for a float32
+    operator). `"arpack"` restarts to keep the basis at `ncv` float64 vectors. `"auto"` takes
+    Lanczos for `k <= 8` when at least ARPACK's default basis (`max(2k + 1, 20)` vectors, at
+    most the step cap `max(100, 20 k)`) fits in `lanczos_memory` (a quarter of the available
+    memory, at least 1 GiB), ARPACK otherwise, and hands a Lanczos run that used up its steps
+    or memory over to ARPACK, warm-started from its Ritz vectors.
 
     Lanczos (1950) builds an orthonormal basis of the Krylov space `span{v0, H v0, ...}` in
     which `H` is tridiagonal; its eigenvalues (Ritz values) converge first to the ends of the
-    spectrum. ARPACK (Lehoucq, Sorensen & Yang 1998) keeps the basis at `ncv` vectors by
-    implicit restarts (Sorensen 1992) and stops when every Ritz estimate satisfies
-    `||r|| <= tol * max(|lambda|, eps^(2/3))`. Afterwards every pair is checked with one
-    explicit block product: `converged = ||H v - lambda v|| <= 10 tol max(|lambda|, eps^(2/3))`
-    (the slack covers rounding in the products; in float32 small eigenvalues may fail it,
-    which is honest: they are not known to that accuracy).
+    spectrum. Lanczos here stops when every wanted Ritz pair's residual estimate
+    `beta_j |s_j|` is at most `tol * max(|lambda|, eps^(2/3))`; ARPACK (Lehoucq, Sorensen &
+    Yang 1998) keeps the basis at `ncv` vectors by implicit restarts (Sorensen 1992) and
+    applies the same test to its Ritz estimates. Afterwards every pair is checked with explicit
+    products: `converged = ||H v - lambda v|| <= 10 tol max(|lambda|, eps^(2/3))` (the slack
+    covers rounding in the products; in float32 small eigenvalues may fail it, which is
+    honest: they are not known to that accuracy). `H v` is one block product after the solve,
+    or, when Lanczos kept its products `H q_j` (while they fit its memory), their combination
+    `sum_j s_j H q_j`, which is `H v` by linearity and costs no product (`settings["check"]`
+    says which). By the residual bound some eigenvalue lies within `||H v - lambda v||` of
+    each `lambda`; the error of an isolated one is smaller still, about
+    `||H v - lambda v||^2 / gap` (Kato-Temple; Parlett 1998, sec. 10.1).
 
     Args:
         source: a `Problem` or a `HessianOperator`.
         k: number of eigenpairs. `k == dim` computes the dense Hessian (dim products) instead.
         which: `"top"` (largest algebraic: `lambda_max`), `"bottom"` (smallest algebraic, the
             most negative) or `"magnitude"` (largest `|lambda|`).
-        tol: relative accuracy asked of ARPACK.
+        tol: relative accuracy asked of the solver (of the residuals, see above).
         max_hvps: budget of products for the solve (about; the k of the check come on top).
             If it runs out, converged pairs are returned, the rest are NaN, with a warning.
         v0: start vector (flat or `{name: tensor}`), e.g. a previous eigenvector to warm start;
@@ -190,26 +220,42 @@ def hessian_eigen(
     start, hvps0 = time.perf_counter(), op.hvps
     v = start_vector(op, v0, seed)
     settings: dict[str, Any] = {"which": which, "k": k, "tol": tol, "seed": int(seed)}
+    products = None
     if k == op.dim:
         H = op.dense().to("cpu", torch.float64).numpy()
         values, vectors = np.linalg.eigh((H + H.T) / 2)
         settings["solver"] = "dense (numpy.linalg.eigh, k == dim)"
     else:
-        values, vectors, solved = _solve(op, k, which, tol, v, ncv, max_hvps, solver)
+        values, vectors, products, solved = _solve(op, k, which, tol, v, ncv, max_hvps, solver)
         settings.update(solved)
     order = ritz_order(values, which)
-    values, vectors = values[order], _fix_signs(vectors[:, order])
+    same = np.array_equal(order, np.arange(len(order)))  # no copies of model-sized columns
+    values = values[order]
+    vectors = vectors if same else vectors[:, order]
+    norms, signs = _unit_signs(vectors)
+    vectors *= signs / norms  # the solvers' arrays are fresh: scaled in place
     if k == op.dim:  # the dense matrix is at hand: no more products for the check
         HV = H @ vectors
+    elif products is not None:  # Lanczos kept its products: H y = sum_j s_j H q_j
+        HV = products if same else products[:, order]
+        HV *= signs / norms
+        settings["check"] = "products kept by Lanczos"
+    elif len(values):
+        # (k, dim) rows, passed as their (dim, k) transpose: every column is contiguous.
+        V = torch.from_numpy(np.ascontiguousarray(vectors.T)).to(op.device, op.dtype).T
+        HV = op.matmat(V).to("cpu", torch.float64).numpy()
+        settings["check"] = f"{len(values)} more products"
     else:
-        V = torch.from_numpy(vectors).to(op.device, op.dtype)
-        HV = op.matmat(V).to("cpu", torch.float64).numpy() if len(values) else vectors
-    residual = np.linalg.norm(HV - vectors * values, axis=0)
+        HV = vectors.copy()
+    HV -= vectors * values  # the residuals H v - lambda v, in place
+    residual = np.linalg.norm(HV, axis=0)
     ok = residual <= RESIDUAL_SLACK * tol * np.maximum(np.abs(values), FLOOR)
     pad = np.full(k - len(values), np.nan)  # pairs ARPACK did not converge
+    if len(pad):
+        vectors = np.concatenate([vectors, np.full((op.dim, len(pad)), np.nan)], axis=1)
     arrays = (
         np.concatenate([values, pad]),
-        np.concatenate([vectors, np.full((op.dim, len(pad)), np.nan)], axis=1),
+        vectors,
         np.concatenate([residual, pad]),
         np.concatenate([ok, pad > 0]),
     )
@@ -227,23 +273,66 @@ def hessian_eigen(
 
 
 SOLVERS = ("auto", "lanczos", "arpack")
-LANCZOS_MEMORY = 1 << 30
+LANCZOS_MEMORY: int | None = None  # bytes for Lanczos vectors; None: see `lanczos_memory`
+LANCZOS_MAX_K = 8  # auto takes Lanczos for k up to this
 
 
-def _solve(op, k, which, tol, v, ncv, max_hvps, solver) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Lanczos first where it fits (see `hessian_eigen`), ARPACK for the rest."""
+def available_memory(device: torch.device) -> int:
+    """Bytes free on `device`: CUDA's free memory, else the host's available memory
+    (`MemAvailable` on Linux, else free pages; 4 GiB if neither can be read)."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def lanczos_memory(op: HessianOperator) -> int:
+    """Bytes the Lanczos solver may keep in vectors (its basis and, while they fit, products).
+
+    `LANCZOS_MEMORY` if set, else a quarter of the memory available on the operator's device
+    when the solve starts, at least 1 GiB. ResNet-18 (11.2M float32 weights, 45 MB a vector)
+    on a machine with 20 GiB available gets 5 GiB: 120 vectors.
+    """
+    if LANCZOS_MEMORY is not None:
+        return int(LANCZOS_MEMORY)
+    return max(1 << 30, available_memory(op.device) // 4)
+
+
+def _solve(
+    op, k, which, tol, v, ncv, max_hvps, solver
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
+    """Lanczos first where it fits (see `hessian_eigen`), ARPACK for the rest.
+
+    Returns eigenvalues, eigenvectors, their products `H v` when Lanczos kept them (else
+    None), and settings.
+    """
     if solver not in SOLVERS:
         raise LossatlasError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    steps = min(op.dim, max(100, 20 * k))
+    cap = min(op.dim, max(100, 20 * k))
     if max_hvps is not None:
-        steps = min(steps, max_hvps)
-    fits = steps * op.dim * 8 <= LANCZOS_MEMORY
-    if solver == "lanczos" or (solver == "auto" and k <= 8 and fits):
-        values, vectors, settings = lanczos_eigen(op, k, which, tol, v, steps)
+        cap = min(cap, max_hvps)
+    memory = lanczos_memory(op)
+    rows = memory // (op.dim * (torch.finfo(basis_dtype(op)).bits // 8))
+    arpack_basis = min(cap, max(2 * k + 1, 20))  # ARPACK's default ncv, in float64
+    if solver == "lanczos" or (solver == "auto" and k <= LANCZOS_MAX_K and rows >= arpack_basis):
+        steps = min(cap, max(rows, 2 * k + 1))
+        values, vectors, products, settings = lanczos_eigen(
+            op, k, which, tol, v, steps, memory=memory
+        )
         if settings.pop("met") or solver == "lanczos" or max_hvps is not None:
-            return values, vectors, settings
+            return values, vectors, products, settings
         v = vectors.sum(axis=1)  # hand over to ARPACK, warm-started
-    return _arpack(op, k, which, tol, v, ncv, max_hvps)
+    values, vectors, settings = _arpack(op, k, which, tol, v, ncv, max_hvps)
+    return values, vectors, None, settings
 
 
 def _arpack(op, k, which, tol, v, ncv, max_hvps) -> tuple[np.ndarray, np.ndarray, dict]:
@@ -301,19 +390,19 @@ def power_iteration(
     tol = check_positive("tol", tol)
     max_iter = check_count("max_iter", max_iter)
     start, hvps0 = time.perf_counter(), op.hvps
-    work = work_dtype(op)
+    work = basis_dtype(op)  # the products' own precision: no conversions per step
     v = torch.from_numpy(start_vector(op, v0, seed)).to(op.device, work)
-    v = v / v.norm()
+    v = v / norm(v)
     previous, converged, steps = None, False, 0
     for steps in range(1, max_iter + 1):  # noqa: B007 (the count is kept)
         w = op.matvec(v).to(work)
-        value = float(v @ w)
-        residual = float((w - value * v).norm())
-        norm = float(w.norm())
-        if norm == 0 or (previous is not None and abs(value - previous) <= tol * abs(value)):
+        value = dot(v, w)  # inner products summed accurately (see `dot_products`)
+        residual = norm(w - value * v)
+        size = norm(w)
+        if size == 0 or (previous is not None and abs(value - previous) <= tol * abs(value)):
             converged = True
             break
-        v, previous = w / norm, value
+        v, previous = w / size, value
     settings = {"which": "magnitude", "k": 1, "tol": tol, "seed": int(seed), "max_iter": max_iter}
     settings.update(solver="power iteration", iterations=steps)
     settings["test"] = "|lambda - lambda_prev| <= tol |lambda| (Rayleigh quotients)"
