@@ -175,6 +175,8 @@ class Evaluator:
         footprint = (probed or probe(problem, self.center)).footprint
         if path == "auto" and problem.device.type == "cpu" and _has_spatial_layers(problem.module):
             path = "sequential"  # vmap's conv/pool/BatchNorm rules re-layout tensors on the CPU
+        if path == "auto" and moving and not slopes and not self._runs_under_vmap():
+            path = "sequential"  # planned as such: its batches differ from a vmap plan's
         self.shortcut = None
         if shortcut and moving and not slopes and (plan is None or plan.shortcut):
             x, _ = problem.first_batch()
@@ -203,6 +205,28 @@ class Evaluator:
         self.plan = plan
         if problem.device.type == "cpu":
             tune_malloc()
+
+    def _runs_under_vmap(self) -> bool:
+        """Whether the model runs under vmap (two points on two samples); warns if not."""
+        x, y = self.problem.first_batch()
+        two = {n: self.center[n].expand(2, *self.center[n].shape) for n in self.stacks}
+        try:
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message=VMAP_FALLBACK)
+                vmap(self._per_point, in_dims=(0, None, None, None))(two, self.fixed, x, y)
+        except Exception as exc:
+            self._warn_sequential(exc)
+            return False
+        return True
+
+    @staticmethod
+    def _warn_sequential(exc: Exception) -> None:
+        warnings.warn(
+            f"lossatlas: this model cannot run under vmap ({one_line(exc)}); "
+            "using the slower sequential path",
+            LossatlasWarning,
+            stacklevel=5,
+        )
 
     # -- evaluation -----------------------------------------------------------------------
     def _values(self, module, moving, fixed, x, y) -> tuple[torch.Tensor, ...]:
@@ -339,11 +363,6 @@ class Evaluator:
         try:
             return self._forward(moving, coeffs, index, x, y)
         except Exception as exc:
-            warnings.warn(
-                f"lossatlas: this model cannot run under vmap ({one_line(exc)}); "
-                "using the slower sequential path",
-                LossatlasWarning,
-                stacklevel=4,
-            )
+            self._warn_sequential(exc)
             self.plan = replace(self.plan, path="sequential")
             return self._forward(moving, coeffs, index, x, y)
