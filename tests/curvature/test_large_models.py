@@ -230,3 +230,16 @@ def test_hutchpp_on_a_large_linear_model_meets_the_exact_trace(monkeypatch):
     plain = hessian_trace(problem, n_vectors=30, method="hutchinson", seed=0, quiet=True)
     assert abs(plain.estimate - truth) < 4 * plain.stderr and plain.stderr > 10 * plus.stderr
     assert math.isfinite(plain.stderr)
+
+
+def test_spectral_density_fits_its_basis_in_memory_or_says_so(monkeypatch) -> None:
+    """The float64 basis of `block x steps` vectors is kept under `lanczos_memory`: the block
+    shrinks (same result to rounding), and a basis one vector cannot hold is a one-line error."""
+    problem = la.linreg(n=20)
+    whole = la.spectral_density(problem, n_vectors=3, steps=2, quiet=True)
+    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", 2 * 2 * 8)  # one vector's 2 steps of dim 2
+    one_by_one = la.spectral_density(problem, n_vectors=3, steps=2, quiet=True)
+    np.testing.assert_allclose(one_by_one.nodes, whole.nodes, rtol=1e-12)
+    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", 8)
+    with pytest.raises(la.LossatlasError, match="lower steps, or pass reorthogonalize=False"):
+        la.spectral_density(problem, n_vectors=3, steps=2, quiet=True)

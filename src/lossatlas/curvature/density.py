@@ -22,7 +22,7 @@ import torch
 
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
-from lossatlas.curvature.eigen import Source
+from lossatlas.curvature.eigen import Source, lanczos_memory
 from lossatlas.curvature.lanczos import gauss_quadrature, lanczos_columns
 from lossatlas.curvature.operator import as_operator
 from lossatlas.errors import LossatlasError, check_count, check_positive
@@ -153,7 +153,9 @@ def spectral_density(
         steps: Lanczos steps per vector (at most dim).
         seed: seed of the start vectors.
         sigma, grid: defaults kept for `Density.density` and `plot_density`.
-        reorthogonalize: full re-orthogonalisation (keeps `block * steps` vectors in memory).
+        reorthogonalize: full re-orthogonalisation (keeps `block * steps` float64 vectors in
+            memory; `block` is lowered to fit `eigen.lanczos_memory`, a one-line error if one
+            vector's `steps` do not fit).
         block: vectors run side by side (default: `n_vectors`, at most the operator's
             `vectors_per_pass`); the result does not depend on it beyond rounding.
         quiet: progress bar over products off (default: the LOSSATLAS_QUIET environment variable).
@@ -165,6 +167,15 @@ def spectral_density(
     grid = None if grid is None else _check_grid(grid)
     block = min(n_vectors, op.vectors_per_pass) if block is None else check_count("block", block)
     m = min(steps, op.dim)
+    if reorthogonalize:  # each running vector keeps m float64 basis vectors
+        per_vector, budget = m * op.dim * 8, lanczos_memory(op)
+        if per_vector > budget:
+            raise LossatlasError(
+                f"spectral_density keeps {m} float64 vectors of {op.dim} weights per start "
+                f"vector ({per_vector / 2**30:.1f} GiB), over the {budget / 2**30:.1f} GiB "
+                "it may use; lower steps, or pass reorthogonalize=False"
+            )
+        block = min(block, budget // per_vector)
     start, hvps0 = time.perf_counter(), op.hvps
     gen = torch.Generator().manual_seed(int(seed))
     starts = [torch.randint(0, 2, (op.dim,), generator=gen) * 2.0 - 1 for _ in range(n_vectors)]
