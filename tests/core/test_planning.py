@@ -51,3 +51,19 @@ def test_the_budget_caps_the_batch() -> None:
     footprint, weights = Footprint(total=182_804, largest=16_384), 11_181_642
     per_sample = 3 * footprint.total * 4
     assert _sequential(4096, footprint, weights, budget=100 * per_sample) <= 100
+
+
+@pytest.mark.parametrize("text", [".", "..", "x", "-1MB", "0", ""])
+def test_unreadable_memory_sizes_are_one_line_errors(text) -> None:
+    from lossatlas.core.planning import parse_bytes
+    from lossatlas.errors import LossatlasError
+
+    with pytest.raises(LossatlasError, match="cannot read memory size"):
+        parse_bytes(text)
+
+
+def test_memory_sizes() -> None:
+    from lossatlas.core.planning import parse_bytes
+
+    assert parse_bytes("512MB") == 512 << 20 and parse_bytes(".5GiB") == 512 << 20
+    assert parse_bytes("2g") == 2 << 30 and parse_bytes(1000) == 1000

@@ -385,3 +385,20 @@ def test_with_weights_is_a_copy_at_other_weights(cnn_case) -> None:
         problem.with_weights({k: v.reshape(-1) for k, v in doubled.items()})
     with pytest.raises(la.LossatlasError, match="unknown buffers"):
         problem.with_weights(doubled, {"nope": torch.zeros(1)})
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused_in_one_line(bad) -> None:
+    model = nn.Linear(2, 1)
+    with torch.no_grad():
+        model.bias.fill_(bad)
+    data = (torch.zeros(3, 2), torch.zeros(3, 1))
+    with pytest.raises(la.LossatlasError, match="'bias' has non-finite entries") as caught:
+        la.Problem(model, nn.MSELoss(), data)
+    assert "\n" not in str(caught.value)
+
+
+def test_a_meta_device_model_is_refused_in_one_line() -> None:
+    model = nn.Linear(2, 1, device="meta")
+    with pytest.raises(la.LossatlasError, match="meta device"):
+        la.Problem(model, nn.MSELoss(), (torch.zeros(3, 2), torch.zeros(3, 1)))

@@ -69,7 +69,7 @@ def parse_bytes(value: int | str | None) -> int | None:
     """Read a memory size: an int in bytes or a string such as `"512MB"` or `"2GiB"`."""
     if value is None or (isinstance(value, int) and value > 0):
         return value
-    match = re.fullmatch(r"\s*([\d.]+)\s*([kmgt]?)i?b?\s*", str(value).lower())
+    match = re.fullmatch(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*([kmgt]?)i?b?\s*", str(value).lower())
     if not match or float(match.group(1)) <= 0:
         raise LossatlasError(f"cannot read memory size {value!r}; write e.g. 512MB or 2GiB")
     return int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " "))

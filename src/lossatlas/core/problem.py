@@ -122,6 +122,11 @@ class Problem:
         first = next(model.parameters(), None)
         if first is None:
             raise LossatlasError("the model has no parameters to move along")
+        if first.is_meta:
+            raise LossatlasError(
+                "the model's weights are on the meta device (not materialised): initialise or "
+                "load them first (e.g. model.to_empty(device='cpu') and a state dict)"
+            )
         self.model = model
         if loss_fn is None:
             loss_fn = B.own_loss
@@ -149,8 +154,12 @@ class Problem:
         self.params: dict[str, torch.Tensor] = {
             name: p.detach() for name, p in self.module.named_parameters()
         }
-        for p in self.params.values():
+        for name, p in self.params.items():
             p.requires_grad_(False)
+            if not torch.isfinite(p).all():
+                raise LossatlasError(
+                    f"the model's weight {name!r} has non-finite entries (NaN or inf)"
+                )
         self.buffers: dict[str, torch.Tensor] = dict(self.module.named_buffers())
 
         self._pair: Batch | None = None
