@@ -301,6 +301,7 @@ def test_bad_center(mlp_case, center, match):
     [
         (5, (float("nan"), 1.0), "span must be finite"),
         (5, (-1.0, float("inf")), "span must be finite"),
+        (5, (-1e308, 1e308), "too wide"),
         (5, (1.0, 1.0), "low < high"),
         (5, (1.0, -1.0), "low < high"),
         (5, [(-1, 1), (2, 1)], "low < high"),

@@ -58,6 +58,8 @@ def grid_axes(steps: Any, span: Any, m: int) -> tuple[np.ndarray, ...]:
             raise LossatlasError(f"span must be finite, got ({lo}, {hi})")
         if not lo < hi:
             raise LossatlasError(f"span must have low < high, got ({lo}, {hi})")
+        if not math.isfinite(hi - lo):  # linspace would overflow to inf and NaN
+            raise LossatlasError(f"span ({lo}, {hi}) is too wide: high - low overflows")
         axes.append(np.linspace(lo, hi, int(n)))
     return tuple(axes)
 
