@@ -178,6 +178,8 @@ def test_descend_function_sweep(tmp_path: Path) -> None:
         ("adam", 0.05),
     ]
     assert [r["status"] for r in rows] == [r.trajectory.status for r in expected]
+    for row, run in zip(rows, expected):  # where each run ended, as the seed scenario asks
+        assert row["final_position"] == run.trajectory.final_position.tolist()
     assert (tmp_path / "runs.gif").read_bytes()[:6] in (b"GIF89a", b"GIF87a")
 
 

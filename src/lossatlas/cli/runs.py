@@ -127,12 +127,16 @@ def descend(
         page = la.write_report(runs, report, title=f"lossatlas: runs on {target}", log=log)
         files["report"] = str(page)
     head = runs.headline()
+    table = runs.table()
+    if is_function:  # where each run ended (a problem's final weights are too many to print)
+        for row, run in zip(table, runs.entries):
+            row["final_position"] = [float(v) for v in run.trajectory.final_position]
     summary = {
         "target": target,
         "runs": head["runs"],
         "best": f"{head['best_optimizer']}, lr={head['best_lr']:g}: loss {head['best_loss']:.4g}",
         "files": files,
-        "table": runs.table(),
+        "table": table,
         "total_seconds": time.perf_counter() - began,
     }
     if not as_json:
