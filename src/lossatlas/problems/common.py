@@ -1,5 +1,5 @@
-"""Helpers shared by the trained built-in problems: seeded initialisation, argument checks, and
-the train-or-load weight cache.
+"""Helpers shared by the trained built-in problems: argument checks, the train-or-load weight
+cache, and the training recipe of the CNN classifiers (`train_classifier`).
 
 A leaf module (the problem modules import it, it imports none of them), so the problem modules
 can be imported in any order. `problems.registry` re-exports `cache_dir` and `load_or_train`.
@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from lossatlas.core.seeding import init_layers
 from lossatlas.errors import LossatlasError, LossatlasWarning
 
 
@@ -115,3 +116,44 @@ def load_or_train(
             )
     model.eval()
     return path
+
+
+def train_classifier(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    seed: int,
+    *,
+    steps: int,
+    batch: int,
+    lr: float,
+) -> None:
+    """Mini-batch Adam (`lr`, cosine decay over `steps`, epochs of `batch`-sized slices of a
+    seeded permutation) with every random draw from one generator seeded with `seed`, then
+    exact BatchNorm statistics of the whole training set at the final weights."""
+    gen = torch.Generator().manual_seed(int(seed))
+    init_layers(model, gen)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)  # end in a minimum
+    loss_fn = nn.CrossEntropyLoss()
+    model.train()
+    order, pos = torch.randperm(len(x), generator=gen), 0
+    for _ in range(steps):
+        if pos + batch > len(x):
+            order, pos = torch.randperm(len(x), generator=gen), 0
+        idx = order[pos : pos + batch]
+        pos += batch
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x[idx]), y[idx]).backward()
+        opt.step()
+        schedule.step()
+    # The running averages lag behind the last steps; the problem is evaluated in eval mode,
+    # so replace them by the statistics of the whole training set at the final weights.
+    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for bn in bns:
+        bn.reset_running_stats()
+        bn.momentum = None  # a cumulative average: one full batch gives the exact statistics
+    with torch.no_grad():
+        model(x)
+    for bn in bns:
+        bn.momentum = 0.1

@@ -10,9 +10,8 @@ from torch import nn
 
 from lossatlas.core.metrics import accuracy
 from lossatlas.core.problem import Problem
-from lossatlas.core.seeding import init_layers
 from lossatlas.errors import check_seed
-from lossatlas.problems.common import check_split, load_or_train
+from lossatlas.problems.common import check_split, load_or_train, train_classifier
 from lossatlas.problems.digits import digits_data
 
 # Bump when the data split, model or training recipe changes: old cache files are then unused.
@@ -74,34 +73,8 @@ def resnet_data() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tenso
 
 
 def _train_resnet(model: nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int) -> None:
-    """Mini-batch Adam with every random draw from one seeded generator, then exact BatchNorm
-    statistics of the training set."""
-    gen = torch.Generator().manual_seed(int(seed))
-    init_layers(model, gen)
-    opt = torch.optim.Adam(model.parameters(), lr=_LR)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, _STEPS)  # end in a minimum
-    loss_fn = nn.CrossEntropyLoss()
-    model.train()
-    order, pos = torch.randperm(len(x), generator=gen), 0
-    for _ in range(_STEPS):
-        if pos + _BATCH > len(x):
-            order, pos = torch.randperm(len(x), generator=gen), 0
-        idx = order[pos : pos + _BATCH]
-        pos += _BATCH
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x[idx]), y[idx]).backward()
-        opt.step()
-        schedule.step()
-    # The running averages lag behind the last steps; the problem is evaluated in eval mode,
-    # so replace them by the statistics of the whole training set at the final weights.
-    bns = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
-    for bn in bns:
-        bn.reset_running_stats()
-        bn.momentum = None  # a cumulative average: one full batch gives the exact statistics
-    with torch.no_grad():
-        model(x)
-    for bn in bns:
-        bn.momentum = 0.1
+    """`common.train_classifier` with this problem's recipe (read at call time)."""
+    train_classifier(model, x, y, seed, steps=_STEPS, batch=_BATCH, lr=_LR)
 
 
 def resnet_digits(*, seed: int = 0, split: str = "train", quiet: bool = True) -> Problem:
