@@ -276,12 +276,13 @@ class HessianOperator:
                 # Only gradients that still depend on the parameters have a second derivative.
                 live = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]
                 self._graphs.append((leaves, [grads[k] for k in live], live))
-        total = torch.zeros_like(V)
+        columns = V.T.contiguous()  # one vector per row: the same values whatever V's layout
+        total = torch.zeros_like(columns)
         for leaves, grads, live in self._graphs:
             if not grads:
                 continue
             for j in range(V.shape[1]):
-                parts = torch.split(V[:, j], self.sizes)
+                parts = torch.split(columns[j], self.sizes)
                 hv = torch.autograd.grad(
                     grads,
                     leaves,
@@ -289,7 +290,7 @@ class HessianOperator:
                     retain_graph=True,
                     allow_unused=True,
                 )
-                total[:, j] += torch.cat(
+                total[j] += torch.cat(
                     [
                         (h if h is not None else torch.zeros_like(w)).reshape(-1)
                         for h, w in zip(hv, leaves)
@@ -297,7 +298,7 @@ class HessianOperator:
                 )
         self.hvps += V.shape[1]
         self.passes += 1
-        return total
+        return total.T
 
     def _forward(self, batch: Batch, weight: float, tangents: list[Params]) -> torch.Tensor:
         def gradient(point: Params) -> Params:
