@@ -249,10 +249,7 @@ class Evaluator:
         problem = self.problem
 
         def at(c):
-            moving = {
-                n: self.center[n] + torch.tensordot(c, d, dims=1) for n, d in self.stacks.items()
-            }
-            out = problem.call((moving, self.fixed, self.buffers), x)
+            out = problem.call((self._moved(c), self.fixed, self.buffers), x)
             metrics = tuple(batch_value(fn(out, y)) for fn in problem.metrics.values())
             return batch_value(problem.loss_fn(out, y)), metrics
 
@@ -261,11 +258,10 @@ class Evaluator:
 
     def points(self, coeffs: np.ndarray) -> dict[str, torch.Tensor]:
         """Stacked moved parameters `theta0 + C @ D` for coefficient rows `C` of shape (K, m)."""
-        c = self._coeffs(coeffs)
-        return {n: self.center[n] + torch.tensordot(c, d, dims=1) for n, d in self.stacks.items()}
+        return self._moved(self._coeffs(coeffs))
 
-    def _point(self, c: torch.Tensor, skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
-        """One point's moved parameters `theta0 + c @ D`, for coefficients `c` of shape (m,)."""
+    def _moved(self, c: torch.Tensor, skip: Collection[str] = ()) -> dict[str, torch.Tensor]:
+        """`theta0 + c @ D` for coefficients `c` of shape (K, m), or (m,) for one point."""
         return {
             n: self.center[n] + torch.tensordot(c, d, dims=1)
             for n, d in self.stacks.items()
@@ -297,7 +293,7 @@ class Evaluator:
                 if moving:  # stacked already (a vmap plan that fell back)
                     point = {n: t[i] for n, t in moving.items()}
                 else:  # one point at a time: K stacked copies of a large model cost more
-                    point = self._point(coeffs[i], skip=sc.owned if sc is not None else ())
+                    point = self._moved(coeffs[i], skip=sc.owned if sc is not None else ())
                 if sc is None:
                     rows.append(self._per_point(point, fixed, x, y))
                 else:  # one point's pre-activation at a time keeps it in cache
