@@ -225,6 +225,11 @@ class Problem:
         """
         return 1.0 if self.reduction == "sum" else float(units)
 
+    def divisor_of(self, batches: Iterable[Batch]) -> float:
+        """What the weighted losses of `batches` are divided by to give their joint loss: their
+        units for a mean loss, 1 for a sum (`loss_divisor` is this over all the data)."""
+        return 1.0 if self.reduction == "sum" else sum(self.units(x, y) for x, y in batches)
+
     @property
     def loss_divisor(self) -> float:
         """What the total of weighted batch losses is divided by (see `batch_weight`)."""

@@ -234,11 +234,7 @@ def fit_curve(
             t = float(rng_t.random())
             c = torch.as_tensor(coefficients(kind, bends + 2, [t])[0], **dev)
             batches = next(data)  # all data, or a mini-batch (in parts when padded apart)
-            weight = (
-                problem.loss_divisor
-                if batch_size is None or problem.reduction == "sum"
-                else sum(problem.units(*b) for b in batches)
-            )
+            weight = problem.loss_divisor if batch_size is None else problem.divisor_of(batches)
 
             def closure(c=c, batches=batches, weight=weight) -> torch.Tensor:
                 opt.zero_grad(set_to_none=True)

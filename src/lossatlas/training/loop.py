@@ -83,10 +83,9 @@ def mean_loss(
         loss = batch_value(problem.loss_fn(_forward(model, x), y))
         loss.backward()
         return loss.detach()
-    weights = [problem.batch_weight(problem.units(x, y)) for x, y in parts]
-    divisor = 1.0 if problem.reduction == "sum" else sum(weights)
-    total = torch.zeros((), dtype=torch.float64)
-    for (x, y), w in zip(parts, weights):
+    divisor, total = problem.divisor_of(parts), torch.zeros((), dtype=torch.float64)
+    for x, y in parts:
+        w = problem.batch_weight(problem.units(x, y))
         loss = batch_value(problem.loss_fn(_forward(model, x), y)) * (w / divisor)
         loss.backward()
         total += loss.detach().to("cpu", torch.float64)
