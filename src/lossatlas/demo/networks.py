@@ -21,7 +21,7 @@ def resnet_sections(quiet: bool, quick: bool) -> tuple[list[tuple[str, Section]]
     """`(file name, section)` pairs and headline numbers for the `resnet-digits` problem."""
     problem = la.get_problem("resnet-digits", quiet=quiet)
     dirs = la.random_directions(problem, 2, norm="filter", ignore="biasbn", seed=0)
-    plane = la.surface(problem, dirs, 9 if quick else 25, (-1.0, 1.0), quiet=quiet)
+    plane = la.surface(problem, dirs, 9 if quick else 17, (-1.0, 1.0), quiet=quiet)
     eig = la.hessian_eigen(problem, 1, tol=1e-3 if quick else 1e-5)
     text = (
         "A residual network with BatchNorm (He et al. 2016; 38,266 weights, evaluated in "
@@ -44,7 +44,7 @@ def gpt_sections(quiet: bool, quick: bool) -> tuple[list[tuple[str, Section]], d
     """`(file name, section)` pairs and headline numbers for the `tiny-gpt` problem."""
     train = la.get_problem("tiny-gpt", quiet=quiet)
     test = la.get_problem("tiny-gpt", split="test", quiet=quiet)
-    steps = 9 if quick else 25
+    steps = 9 if quick else 17
     dirs = la.random_directions(train, 2, norm="filter", ignore="biasbn", seed=0)
     plane = la.surface(train, dirs, steps, (-1.0, 1.0), quiet=quiet)
     eig = la.hessian_eigen(train, 2, tol=1e-3 if quick else 1e-5)
