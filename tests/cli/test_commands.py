@@ -277,6 +277,7 @@ def test_report_from_saved_results(tmp_path: Path) -> None:
         (("surface", "linreg", "--figure", "f.jpg"), ("--figure",)),
         (("surface", "linreg", "--weights", "missing.pt"), ("missing.pt",)),
         (("surface", "linreg", "--steps", "many"), ("steps",)),
+        (("surface", "linreg", "--compile", "maybe"), ("--compile", "auto, on or off")),
         (("surface",), ("Missing argument",)),
         (("descend", "rosenbrock", "--optimizer", "nope"), ("nope",)),
         (("descend", "rosenbrock", "--start", "1"), ("--start",)),

@@ -63,6 +63,12 @@ def surface(
     memory_budget: Annotated[
         str | None, typer.Option(help="Bytes per chunk of points, e.g. 512MB.")
     ] = None,
+    compile: Annotated[
+        str,
+        typer.Option(
+            "--compile", help="torch.compile the forward: auto (when the run repays it), on, off."
+        ),
+    ] = "auto",
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -74,6 +80,9 @@ def surface(
         raise LossatlasError(f"--dims must be 1 or 2, got {dims}")
     if directions not in DIRECTION_KINDS:
         raise LossatlasError(f"--directions must be one of {', '.join(DIRECTION_KINDS)}")
+    compiling = {"auto": "auto", "on": True, "off": False}.get(compile)
+    if compiling is None:
+        raise LossatlasError(f"--compile must be auto, on or off, got {compile!r}")
     low, high = parse_pair(span, "--span")
     if not low < high:
         raise LossatlasError(f"--span must go from low to high, got {span!r}")
@@ -113,6 +122,7 @@ def surface(
         overwrite=overwrite,
         slopes=slopes,
         memory_budget=memory_budget,
+        compile=compiling,
         quiet=quiet_bars,
     )
     files: dict[str, str] = {"surface": str(out)}

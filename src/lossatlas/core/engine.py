@@ -24,6 +24,7 @@ from torch.func import vmap
 
 from lossatlas.core import batches as B
 from lossatlas.core.batchnorm import recomputed_stats
+from lossatlas.core.compiling import Compilation
 from lossatlas.core.directions import Directions, as_center, as_directions
 from lossatlas.core.planning import (
     Footprint,
@@ -129,6 +130,11 @@ class Evaluator:
         n_points: points the whole run will evaluate, if known (chunks are capped so a run has
             several, for progress and resume).
         probed: the result of `probe(problem, center)`, if already computed.
+        compile: run the forward functions under `torch.compile`: `"auto"` (when the run's
+            remaining eager time, measured on its first chunk, exceeds
+            `core.compiling.PAYS_AFTER_SECONDS`), `True` or `False`. Equal values to float
+            rounding. A model whose vmap path falls back per operator (e.g. fused attention)
+            runs compiled one point at a time, which compiles to faster code.
 
     The problem's `bn="recompute"` (on a model with BatchNorm) takes the sequential path
     without the shortcut: `path="auto"` and `shortcut` give way, `path="vmap"` is refused.
@@ -149,7 +155,9 @@ class Evaluator:
         plan: Plan | None = None,
         n_points: int | None = None,
         probed: Probe | None = None,
+        compile: bool | str = "auto",
     ) -> None:
+        self.compilation = Compilation(False if slopes else compile, n_points)
         if path not in PATHS:
             raise LossatlasError(f"path={path!r} is not one of {PATHS}")
         if chunk_size is not None and chunk_size < 1:
@@ -170,6 +178,7 @@ class Evaluator:
         }
         self.fixed = {n: t for n, t in self.center.items() if n not in moving}
         self.fall_back = path == "auto"
+        self.vmap_per_op = False  # whether vmap falls back to a loop for some operator
         self.n_model_calls = 0
         self.n_point_passes = 0
         footprint = (probed or probe(problem, self.center)).footprint
@@ -211,12 +220,13 @@ class Evaluator:
         x, y = self.problem.first_batch()
         two = {n: self.center[n].expand(2, *self.center[n].shape) for n in self.stacks}
         try:
-            with torch.no_grad(), warnings.catch_warnings():
-                warnings.filterwarnings("ignore", message=VMAP_FALLBACK)
+            with torch.no_grad(), warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
                 vmap(self._per_point, in_dims=(0, None, None, None))(two, self.fixed, x, y)
         except Exception as exc:
             self._warn_sequential(exc)
             return False
+        self.vmap_per_op = any(VMAP_FALLBACK in str(w.message) for w in caught)
         return True
 
     @staticmethod
@@ -243,6 +253,14 @@ class Evaluator:
         assert self.shortcut is not None
         fixed = {**fixed, self.shortcut.output_name: pre}
         return self._values(self.shortcut.module, moving, fixed, x, y)
+
+    def _per_point_at(self, c, fixed, x, y):
+        """One point's values; its weights are made here, so a compiled call fuses them."""
+        return self._per_point(self._moved(c), fixed, x, y)
+
+    def _per_point_shortcut_at(self, c, fixed, pre, x, y):
+        assert self.shortcut is not None
+        return self._per_point_shortcut(self._moved(c, self.shortcut.owned), fixed, pre, x, y)
 
     def _per_point_slopes(self, c, x, y):
         """Loss, metrics and the loss's gradient in the coefficients `c` (m,) at one point."""
@@ -289,26 +307,39 @@ class Evaluator:
         if self.plan.path == "sequential":
             self.n_model_calls += len(coeffs)
             rows = []
-            for i in range(len(coeffs)):
+            for i, c in enumerate(coeffs):
                 if moving:  # stacked already (a vmap plan that fell back)
                     point = {n: t[i] for n, t in moving.items()}
-                else:  # one point at a time: K stacked copies of a large model cost more
-                    point = self._moved(coeffs[i], skip=sc.owned if sc is not None else ())
-                if sc is None:
                     rows.append(self._per_point(point, fixed, x, y))
+                elif sc is None:  # one point at a time: K stacked copies of a large model cost more
+                    rows.append(self._function("point", self._per_point_at)(c, fixed, x, y))
                 else:  # one point's pre-activation at a time keeps it in cache
                     pre = sc.combine(products, coeffs[i : i + 1])[0]
-                    rows.append(self._per_point_shortcut(point, fixed, pre, x, y))
+                    fn = self._function("point-shortcut", self._per_point_shortcut_at)
+                    rows.append(fn(c, fixed, pre, x, y))
             return [torch.stack(col) for col in zip(*rows)]
         self.n_model_calls += 1
         if sc is None:
-            return list(vmap(self._per_point, in_dims=(0, None, None, None))(moving, fixed, x, y))
+            fn = self._function("vmap", vmap(self._per_point, in_dims=(0, None, None, None)))
+            return list(fn(moving, fixed, x, y))
         fn = vmap(self._per_point_shortcut, in_dims=(0, None, 0, None, None))
+        fn = self._function("vmap-shortcut", fn)
         return list(fn(moving, fixed, sc.combine(products, coeffs), x, y))
+
+    def _function(self, key: str, eager):
+        return self.compilation.function(key, eager)
 
     def __call__(self, coeffs: np.ndarray) -> ChunkResult:
         """Loss and metrics at `theta0 + C @ D` for each row of `coeffs` (shape (K, m))."""
         rows = np.asarray(coeffs, dtype=np.float64).reshape(-1, len(self.directions))
+        if self.compilation.active and self.vmap_per_op and self.plan.path == "vmap":
+            self.plan = replace(self.plan, path="sequential")  # compiles to faster code
+        self.compilation.start_chunk()
+        result = self._points(rows)
+        self.compilation.end_chunk(len(rows))
+        return result
+
+    def _points(self, rows: np.ndarray) -> ChunkResult:
         if self.stats is None or not len(rows):
             return self._chunk(rows)
         parts = []
@@ -354,11 +385,14 @@ class Evaluator:
         return ChunkResult((totals[0] / divisor).cpu().numpy(), metrics, slopes)
 
     def _forward_or_fall_back(self, moving, coeffs, index, x, y) -> list[torch.Tensor]:
-        if self.plan.path == "sequential" or not self.fall_back:
-            return self._forward(moving, coeffs, index, x, y)
         try:
             return self._forward(moving, coeffs, index, x, y)
         except Exception as exc:
+            if self.compilation.active:
+                self.compilation.failed(exc)  # raises for compile=True
+                return self._forward_or_fall_back(moving, coeffs, index, x, y)
+            if self.plan.path == "sequential" or not self.fall_back:
+                raise
             self._warn_sequential(exc)
             self.plan = replace(self.plan, path="sequential")
             return self._forward(moving, coeffs, index, x, y)

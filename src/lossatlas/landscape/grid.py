@@ -94,6 +94,7 @@ def surface(
     chunk_size: int | None = None,
     slopes: bool = False,
     bn: str | None = None,
+    compile: bool | str = "auto",
     quiet: bool | None = None,
 ) -> Surface:
     """The loss (and metrics) on a line or grid `theta0 + sum_j c_j d_j`, `c_j` in `span`.
@@ -122,6 +123,10 @@ def surface(
             on the problem's data (`lossatlas.core.batchnorm`; two passes over the data per point,
             one point at a time). Recorded in `settings["bn"]` and part of the run key, so a
             file or journal of one mode is never reused for the other.
+        compile: evaluate under `torch.compile`: `"auto"` when the run is long enough to repay
+            the compile time (measured on its first chunk), `True` or `False`
+            (`lossatlas.core.compiling`). The same values to float rounding;
+            `provenance["compiled_points"]` counts the points computed compiled.
         quiet: no progress bar (default: the LOSSATLAS_QUIET environment variable).
     """
     if not isinstance(problem, Problem):
@@ -177,6 +182,7 @@ def surface(
         plan=Plan(**journal.header["plan"]) if journal else None,
         n_points=int(np.prod([len(a) for a in axes])),
         probed=probed,
+        compile=compile,
     )
     if partial is not None and journal is None:
         journal = Journal.create(partial, {"key": key, "plan": vars(evaluator.plan)})
@@ -193,7 +199,9 @@ def surface(
         with progress(
             f"surface {'x'.join(map(str, settings['steps']))}", n_points, quiet=quiet
         ) as advance:
-            advance(sum(len(v) for v in done.values()) // rows)
+            finished = sum(len(v) for v in done.values()) // rows
+            evaluator.compilation.expect(n_points - finished)
+            advance(finished)
             for i in range(n_chunks):
                 if i in done:
                     continue
@@ -237,6 +245,7 @@ def surface(
             "n_points": n_points,
             "n_model_calls": evaluator.n_model_calls,
             "n_point_passes": evaluator.n_point_passes,
+            "compiled_points": evaluator.compilation.compiled_points,
             "chunks_resumed": resumed,
             "seconds": seconds,
             "device": str(problem.device),
