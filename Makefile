@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/curvature.py
 	$(BIN)/python bench/models.py
 	$(BIN)/python bench/cnn_lstm.py
+	$(BIN)/python bench/curvature_resnet.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

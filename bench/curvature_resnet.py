@@ -19,8 +19,9 @@ one full batch (`data=(inputs, targets)`):
   here with its early stop switched off (`tol=0`), so it takes exactly as many products as
   lossatlas.
 
-lossatlas: `la.hessian_eigen(problem, k=1)` as shipped (tol 1e-6 on the residual), with
-`tol=1e-3` (PyHessian's tolerance, though on the residual, not on the change of the estimate),
+lossatlas: `la.hessian_eigen(problem, k=1)` as shipped (tol 1e-6 on a bound of the eigenvalue's
+error), with `tol=1e-3` (PyHessian's number, though on the error bound, not on the change of
+the estimate),
 and with `max_hvps` equal to the products PyHessian took; `la.hessian_trace` (Hutchinson and
 Hutch++, Meyer et al. 2021; Hutchinson 1989) with the same number of products as PyHessian's
 trace. PyHessian's power iteration is also continued past its stopping rule (same iterates, up
@@ -199,6 +200,20 @@ def lossatlas_trace(problem: la.Problem, method: str, m: int) -> dict:
     return out
 
 
+def pyhessian_eigen(model, loss, data) -> dict:
+    """PyHessian's default `eigenvalues(top_n=1)` from its constructor on, timed."""
+    torch.manual_seed(0)
+    start = time.perf_counter()
+    base = PyHessian(model, loss, data)
+    base.eigenvalues(maxIter=100, tol=1e-3)
+    out = {"seconds": time.perf_counter() - start, "hvps": base.hvps}
+    out["in_products"] = base.hvp_seconds
+    base.release()
+    del base
+    gc.collect()
+    return out
+
+
 def reference(problem: la.Problem, v0: dict) -> tuple[float, float, int]:
     """lambda_max by Lanczos warm-started at `v0`: value, relative residual, products."""
     with warnings.catch_warnings():
@@ -233,7 +248,6 @@ def main() -> None:
     def error(value: float) -> float:
         return abs(value - lam) / abs(lam)
 
-    ours3 = lossatlas_eigen(problem, tol=1e-3)
     torch.manual_seed(0)
     start = time.perf_counter()
     base = PyHessian(model, loss, (x, y))
@@ -251,9 +265,19 @@ def main() -> None:
     base.release()
     del base
     gc.collect()
+    # The head-to-head rows run twice, alternating, and keep the faster of each (timings on
+    # this machine drift by 10-25% between runs).
+    ours3 = lossatlas_eigen(problem, tol=1e-3)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the residual test is not met in so few products
+        warnings.simplefilter("ignore")  # the tolerance is not met in so few products
         equal = lossatlas_eigen(problem, max_hvps=base_eig["hvps"])
+    again = pyhessian_eigen(model, loss, (x, y))
+    base_eig = min(base_eig, again, key=lambda r: r["seconds"])
+    ours3 = min(ours3, lossatlas_eigen(problem, tol=1e-3), key=lambda r: r["seconds"])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = lossatlas_eigen(problem, max_hvps=base_eig["hvps"])
+    equal = min(equal, again, key=lambda r: r["seconds"])
 
     # -- trace ------------------------------------------------------------------------------
     hutch = lossatlas_trace(problem, "hutchinson", m)
@@ -283,7 +307,7 @@ def main() -> None:
             f"{base_eig['seconds'] / r['seconds']:.2f}x |"
         )
 
-    eig_row("lossatlas default (tol 1e-6)", ours)
+    eig_row("lossatlas default (tol 1e-6 on the eigenvalue)", ours)
     eig_row("lossatlas tol=1e-3", ours3)
     eig_row(f"lossatlas max_hvps={base_eig['hvps']} (PyHessian's products)", equal)
 

@@ -21,7 +21,12 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
+import tempfile
 import time
+
+# A fresh inductor cache: compile times are those of a first run on a new machine.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="lossatlas-bench-"))
 
 import numpy as np
 import torch
@@ -102,13 +107,18 @@ def run_case(name, model, weight, batches, steps, *, quick: bool, profile: bool)
     dirs = la.random_directions(problem, 2, norm="filter", ignore="biasbn", seed=0)
     n_points = steps * steps
 
-    def ours():
-        return la.surface(problem, dirs, steps=steps, span=(-1, 1), quiet=True)
+    def ours(compile=False):
+        return la.surface(problem, dirs, steps=steps, span=(-1, 1), quiet=True, compile=compile)
 
     cold = _seconds(ours)  # the first call pays one-time costs; the headline is the second
     start = time.perf_counter()
     land = ours()
     warm = time.perf_counter() - start
+    compiling = _seconds(lambda: ours(True))  # compiles, then evaluates
+    start = time.perf_counter()
+    compiled = ours(True)
+    compiled_s = time.perf_counter() - start
+    compiled_diff = float(np.max(np.abs(compiled.loss - land.loss) / np.abs(land.loss)))
 
     coeffs = np.stack(np.meshgrid(*land.coords, indexing="ij"), -1).reshape(-1, 2)
     sample = coeffs[np.linspace(0, n_points - 1, 6 if quick else 24).astype(int)]
@@ -134,6 +144,10 @@ def run_case(name, model, weight, batches, steps, *, quick: bool, profile: bool)
         "floor_s": floor,
         "plan": land.settings["plan"],
         "max_rel_diff": max_rel,
+        "compiled_s": compiled_s,
+        "compile_s": compiling - compiled_s,
+        "compiled_plan": compiled.settings["plan"]["path"],
+        "compiled_diff": compiled_diff,
     }
     if profile:
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
@@ -173,6 +187,19 @@ def main() -> None:
             f"| {r['case']} | {r['params']:,} | {r['sequences']} | {r['points']} "
             f"| {r['ours_s']:.2f} ({r['ours_cold_s']:.2f}) | {r['loop_s']:.2f} "
             f"| {r['loop_s'] / r['ours_s']:.1f}x | {r['floor_s']:.2f} | {r['max_rel_diff']:.1e} |"
+        )
+    print(
+        "\n| case | compiled s | vs eager | vs loop | compile s | break-even points "
+        "| path | max rel. diff vs eager |"
+    )
+    print("|" + "---|" * 8)
+    for r in rows:
+        saved = (r["ours_s"] - r["compiled_s"]) / r["points"]
+        even = f"{r['compile_s'] / saved:,.0f}" if saved > 0 else "never"
+        print(
+            f"| {r['case']} | {r['compiled_s']:.2f} | {r['ours_s'] / r['compiled_s']:.2f}x "
+            f"| {r['loop_s'] / r['compiled_s']:.1f}x | {r['compile_s']:.1f} | {even} "
+            f"| {r['compiled_plan']} | {r['compiled_diff']:.1e} |"
         )
     for r in rows:
         print(f"\n{r['case']} plan: {r['plan']}")

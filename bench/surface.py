@@ -20,8 +20,13 @@ from __future__ import annotations
 
 import argparse
 import copy
+import os
 import platform
+import tempfile
 import time
+
+# A fresh inductor cache: compile times are those of a first run on a new machine.
+os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", tempfile.mkdtemp(prefix="lossatlas-bench-"))
 
 import numpy as np
 import torch
@@ -122,8 +127,15 @@ def run_case(name, model, x, y, steps, *, quick: bool, profile: bool) -> dict:
     index = [int(np.flatnonzero((coeffs == c).all(1))[0]) for c in sample]
     max_rel = float(np.max(np.abs(land.loss.reshape(-1)[index] - reference) / np.abs(reference)))
 
-    peer = None
+    peer, compiled = None, None
     if name == "digits MLP":
+        grid = dict(steps=steps, span=(-1, 1), quiet=True, compile=True)
+        compiling = _seconds(lambda: la.surface(problem, dirs, **grid))
+        start = time.perf_counter()
+        again = la.surface(problem, dirs, **grid)
+        seconds = time.perf_counter() - start
+        diff = float(np.max(np.abs(again.loss - land.loss) / np.abs(land.loss)))
+        compiled = {"s": seconds, "compile_s": compiling - seconds, "diff": diff}
         try:
             import loss_landscapes
             import loss_landscapes.metrics
@@ -150,6 +162,7 @@ def run_case(name, model, x, y, steps, *, quick: bool, profile: bool) -> dict:
         "forward_floor_s": fwd,
         "flop_floor_s": flops / RATE,
         "peer_s": peer,
+        "compiled": compiled,
         "plan": land.settings["plan"],
         "max_rel_diff": max_rel,
     }
@@ -228,10 +241,21 @@ def main() -> None:
             f" | {r['max_rel_diff']:.1e} |"
         )
     for r in rows:
+        c = r["compiled"]
+        if c is not None:
+            saved = (r["ours_s"] - c["s"]) / r["points"]
+            even = f"{c['compile_s'] / saved:,.0f} points" if saved > 0 else "never"
+            print(
+                f"\n{r['case']} compiled (compile=True): {c['s']:.2f} s, "
+                f"{r['ours_s'] / c['s']:.2f}x eager, {r['loop_sliced_s'] / c['s']:.1f}x the "
+                f"sliced loop; compiling took {c['compile_s']:.1f} s (break-even {even}); "
+                f"max rel. diff vs eager {c['diff']:.1e}"
+            )
         if r["peer_s"] is not None:
             print(
                 f"\n{r['case']}: loss-landscapes random_plane {r['peer_s']:.2f} s, "
                 f"lossatlas {r['ours_s']:.2f} s: {r['peer_s'] / r['ours_s']:.2f}x"
+                + ("" if c is None else f"; compiled {c['s']:.2f} s: {r['peer_s'] / c['s']:.2f}x")
             )
     for r in rows:
         print(f"\n{r['case']} plan: {r['plan']}")

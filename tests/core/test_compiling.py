@@ -81,7 +81,7 @@ def test_a_resumed_run_counts_only_the_points_left() -> None:
 
 
 def test_a_failed_compile_is_an_error_when_asked_for_and_a_warning_under_auto() -> None:
-    with pytest.raises(LossatlasError, match="torch.compile failed on this model: RuntimeError"):
+    with pytest.raises(LossatlasError, match=r"torch\.compile failed on this model: RuntimeError"):
         Compilation(True, 10).failed(RuntimeError("no C++ compiler"))
     auto = Compilation("auto", 10)
     auto.active = True
@@ -95,7 +95,7 @@ def test_compile_takes_auto_true_or_false(choice) -> None:
     case = build_case("mlp")
     problem = la.Problem(case.model, CE, (case.X, case.y))
     dirs = la.random_directions(problem, 1, seed=0)
-    with pytest.raises(LossatlasError, match="compile=.* is not one of 'auto', True, False"):
+    with pytest.raises(LossatlasError, match=r"compile=.* is not one of 'auto', True, False"):
         la.surface(problem, dirs, steps=3, compile=choice, quiet=True)
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 import lossatlas as la
-from lossatlas.curvature import eigen
+from lossatlas.curvature import solvers
 from lossatlas.curvature.eigen import hessian_eigen, power_iteration
 from lossatlas.curvature.lanczos import dot, dot_products, norm
 from lossatlas.curvature.operator import HessianOperator
@@ -37,7 +37,7 @@ def test_auto_takes_lanczos_where_the_old_float64_rule_refused_it(monkeypatch):
     problem, H = float32_case("cnn_bn")
     dim = H.shape[0]
     old_need = min(dim, 100) * dim * 8
-    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", old_need // 4)  # 4x short of the old rule
+    monkeypatch.setattr(solvers, "LANCZOS_MEMORY", old_need // 4)  # 4x short of the old rule
     op = HessianOperator(problem)
     eig = hessian_eigen(op, k=1, tol=1e-5)
     assert eig.settings["solver"].startswith("lanczos") and eig.settings["basis"] == "float32"
@@ -45,7 +45,7 @@ def test_auto_takes_lanczos_where_the_old_float64_rule_refused_it(monkeypatch):
     top = np.linalg.eigvalsh(H).max()
     assert eig.eigenvalues[0] == pytest.approx(top, rel=1e-5)
     # Less room than ARPACK's basis: ARPACK, as before.
-    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", 19 * dim * 4)
+    monkeypatch.setattr(solvers, "LANCZOS_MEMORY", 19 * dim * 4)
     assert hessian_eigen(op, k=1, tol=1e-5).settings["solver"].startswith("arpack")
 
 
@@ -56,8 +56,8 @@ def test_memory_for_the_basis_but_not_the_products_costs_one_check_product(monke
     assert roomy.settings["check"] == "products kept by Lanczos"
     assert roomy.hvps == roomy.settings["steps"]  # no product for the check
     steps = roomy.settings["steps"]
-    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", max(20, steps) * dim * 4)  # the basis only
-    tight = hessian_eigen(problem, k=1, tol=1e-6)
+    monkeypatch.setattr(solvers, "LANCZOS_MEMORY", (steps + 1) * dim * 4)  # the basis only
+    tight = hessian_eigen(problem, k=1, tol=1e-6, solver="lanczos")
     assert tight.settings["check"] == "1 more products" and tight.hvps == steps + 1
     np.testing.assert_allclose(tight.eigenvalues, roomy.eigenvalues, rtol=1e-12)
     np.testing.assert_allclose(tight.residuals, roomy.residuals, rtol=0.05, atol=1e-7)
@@ -65,13 +65,13 @@ def test_memory_for_the_basis_but_not_the_products_costs_one_check_product(monke
 
 def test_available_memory_and_the_default_budget(monkeypatch):
     op = HessianOperator(float32_case("mlp")[0])
-    free = eigen.available_memory(torch.device("cpu"))
+    free = solvers.available_memory(torch.device("cpu"))
     assert free > 0
-    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", None)
-    budget = eigen.lanczos_memory(op)  # a quarter of what is free, at least 1 GiB
+    monkeypatch.setattr(solvers, "LANCZOS_MEMORY", None)
+    budget = solvers.lanczos_memory(op)  # a quarter of what is free, at least 1 GiB
     assert budget >= 1 << 30 and budget <= max(1 << 30, free // 4 + (256 << 20))
-    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", 12345)
-    assert eigen.lanczos_memory(op) == 12345
+    monkeypatch.setattr(solvers, "LANCZOS_MEMORY", 12345)
+    assert solvers.lanczos_memory(op) == 12345
 
 
 # -- accuracy of the float32 basis and of the kept products --------------------------------------
@@ -237,9 +237,9 @@ def test_spectral_density_fits_its_basis_in_memory_or_says_so(monkeypatch) -> No
     shrinks (same result to rounding), and a basis one vector cannot hold is a one-line error."""
     problem = la.linreg(n=20)
     whole = la.spectral_density(problem, n_vectors=3, steps=2, quiet=True)
-    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", 2 * 2 * 8)  # one vector's 2 steps of dim 2
+    monkeypatch.setattr(solvers, "LANCZOS_MEMORY", 2 * 2 * 8)  # one vector's 2 steps of dim 2
     one_by_one = la.spectral_density(problem, n_vectors=3, steps=2, quiet=True)
     np.testing.assert_allclose(one_by_one.nodes, whole.nodes, rtol=1e-12)
-    monkeypatch.setattr(eigen, "LANCZOS_MEMORY", 8)
+    monkeypatch.setattr(solvers, "LANCZOS_MEMORY", 8)
     with pytest.raises(la.LossatlasError, match="lower steps, or pass reorthogonalize=False"):
         la.spectral_density(problem, n_vectors=3, steps=2, quiet=True)

@@ -22,9 +22,10 @@ import torch
 
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
-from lossatlas.curvature.eigen import Source, lanczos_memory
+from lossatlas.curvature.eigen import Source
 from lossatlas.curvature.lanczos import gauss_quadrature, lanczos_columns
 from lossatlas.curvature.operator import as_operator
+from lossatlas.curvature.solvers import lanczos_memory
 from lossatlas.errors import LossatlasError, check_count, check_positive
 
 if TYPE_CHECKING:
@@ -154,7 +155,7 @@ def spectral_density(
         seed: seed of the start vectors.
         sigma, grid: defaults kept for `Density.density` and `plot_density`.
         reorthogonalize: full re-orthogonalisation (keeps `block * steps` float64 vectors in
-            memory; `block` is lowered to fit `eigen.lanczos_memory`, a one-line error if one
+            memory; `block` is lowered to fit `solvers.lanczos_memory`, a one-line error if one
             vector's `steps` do not fit).
         block: vectors run side by side (default: `n_vectors`, at most the operator's
             `vectors_per_pass`); the result does not depend on it beyond rounding.

@@ -277,7 +277,7 @@ class HessianOperator:
                 live = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]
                 self._graphs.append((leaves, [grads[k] for k in live], live))
         columns = V.T.contiguous()  # one vector per row: the same values whatever V's layout
-        total = torch.zeros_like(columns)
+        total, filled = torch.empty_like(columns), False
         for leaves, grads, live in self._graphs:
             if not grads:
                 continue
@@ -290,12 +290,17 @@ class HessianOperator:
                     retain_graph=True,
                     allow_unused=True,
                 )
-                total[j] += torch.cat(
-                    [
-                        (h if h is not None else torch.zeros_like(w)).reshape(-1)
-                        for h, w in zip(hv, leaves)
-                    ]
-                )
+                flat = [
+                    (h if h is not None else torch.zeros_like(w)).reshape(-1)
+                    for h, w in zip(hv, leaves)
+                ]
+                if filled:
+                    total[j] += torch.cat(flat)
+                else:  # the first batch writes its products in place: no zeros, no sum
+                    torch.cat(flat, out=total[j])
+            filled = True
+        if not filled:
+            total.zero_()
         self.hvps += V.shape[1]
         self.passes += 1
         return total.T
