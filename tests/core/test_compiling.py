@@ -67,16 +67,17 @@ def test_auto_compiles_only_a_run_long_enough_to_repay_it(monkeypatch) -> None:
     assert short.provenance["compiled_points"] == 0  # milliseconds of work: never pays
     monkeypatch.setattr(compiling, "PAYS_AFTER_SECONDS", 0.0)
     long = la.surface(problem, dirs, **grid)
-    # the first chunk runs eager and is timed; the next two compiled; then only if faster
-    assert 8 <= long.provenance["compiled_points"] <= 32
+    # two chunks run eager (the second is timed); the next two compiled; then only if faster
+    assert 8 <= long.provenance["compiled_points"] <= 28
     np.testing.assert_allclose(long.loss, short.loss, rtol=1e-5)
 
 
 def test_a_resumed_run_counts_only_the_points_left() -> None:
     run = Compilation("auto", 10_000)
-    run.expect(4)
-    run.start_chunk()
-    run.end_chunk(4)
+    run.expect(8)
+    for _ in range(2):
+        run.start_chunk()
+        run.end_chunk(4)
     assert not run.active  # nothing is left to repay a compile
 
 

@@ -199,7 +199,7 @@ def test_overwrite_replaces_progress_of_a_different_run(script, tmp_path):
 
 def test_garbage_partial_file_is_an_error(script, tmp_path):
     (tmp_path / "s.h5.partial").write_bytes(b"not a journal\n")
-    with pytest.raises(la.LossatlasError, match="not a lossatlas progress file"):
+    with pytest.raises(la.LossatlasError, match="not a progress file of this lossatlas version"):
         script.run(tmp_path / "s.h5")
 
 

@@ -298,9 +298,21 @@ def test_line_without_slopes_and_with_nonfinite_values(tmp_path, line):
 
 def test_line_rejects_what_it_cannot_draw(tmp_path, line, plane):
     one_line_error(lines.plot_line, plane, tmp_path / "l.png", match="needs a 1D Surface, got a 2D")
-    empty = dataclasses.replace(line, loss=np.full_like(line.loss, np.nan))
-    one_line_error(lines.plot_line, empty, tmp_path / "l.png", match="no finite")
     one_line_error(lines.plot_line, line, tmp_path / "l.jpeg", match="cannot save")
+
+
+def test_a_line_without_finite_or_positive_losses_is_drawn_and_says_so(tmp_path, line):
+    empty = dataclasses.replace(line, loss=np.full_like(line.loss, np.nan))
+    fig = lines.figure_line(empty)
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "no finite loss on this line" in texts
+    assert f"{line.loss.size} of {line.loss.size} points have no finite loss (gaps)" in labels
+    lines.plot_line(empty, tmp_path / "empty.png")
+    negative = dataclasses.replace(line, loss=line.loss - line.loss.max() - 1.0)
+    fig = lines.figure_line(negative, log=True)
+    assert fig.axes[0].get_yscale() == "linear"
+    assert "linear axis: some losses are not positive" in fig.axes[0].get_legend_handles_labels()[1]
 
 
 def test_no_pyplot_and_the_backend_is_left_alone(tmp_path, rosen, runs):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import time
 from pathlib import Path
 from typing import Annotated, Any
@@ -80,6 +81,7 @@ def descend(
     import lossatlas as la
     from lossatlas.cli.spec import load_problem
     from lossatlas.descent.functions import FUNCTIONS
+    from lossatlas.problems.registry import PROBLEMS
 
     check_suffix(out, (".h5", ".hdf5"), "--out")
     check_suffix(figure, FIGURES, "--figure")
@@ -93,6 +95,15 @@ def descend(
         starts: Any = [list(parse_pair(s, "--start")) for s in start or []]
         starts = starts or [default_start(objective.box)]
     else:
+        if target not in PROBLEMS and ":" not in target:  # neither: name the closest of both
+            known = [*FUNCTIONS, *PROBLEMS]
+            close = difflib.get_close_matches(target, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise LossatlasError(
+                f"unknown test function or problem {target!r}; {hint}test functions: "
+                f"{', '.join(FUNCTIONS)}; problems: {', '.join(sorted(PROBLEMS))}; "
+                "or path/to/file.py:function"
+            )
         if start:
             raise LossatlasError("--start is for test functions; a problem starts at its weights")
         if animate is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from lossatlas.core.problem import Problem
 from lossatlas.errors import LossatlasError, one_line
 from lossatlas.problems.registry import PROBLEMS, get_problem
-from lossatlas.training.checkpoints import read_state_dict
+from lossatlas.training.checkpoints import check_state, read_state_dict
 
 
 def load_problem(spec: str, *, weights: str | Path | None = None) -> Problem:
@@ -68,6 +68,7 @@ def with_weights(problem: Problem, weights: str | Path) -> Problem:
     """A copy of `problem` whose model has the state dict saved in `weights`."""
     path = Path(weights)
     state = read_state_dict(path)
+    check_state(problem, state, str(path))
     module = copy.deepcopy(problem.module)
     try:
         module.load_state_dict(state)

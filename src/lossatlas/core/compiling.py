@@ -2,13 +2,14 @@
 
 Compiling removes the per-operator overhead that dominates small models (each op of a tiny
 transformer costs more in dispatch than in arithmetic) and fuses elementwise ops, but it costs
-seconds to tens of seconds up front (on this 2-core CPU: 25 s for a tiny GPT-2 with a cold
-inductor cache, 5 s warm). So `compile="auto"` times the first chunk eagerly, estimates the
-eager time of the rest of the run, and compiles only when that exceeds `PAYS_AFTER_SECONDS`;
-the chunk after the compiling one is timed again, and compiling stops if it did not make the
-points faster. `compile=True` compiles from the first chunk, `False` never. Compiled values
-equal the eager ones to float rounding (inductor fuses and reorders reductions), so a run whose
-chunks were computed differently differs from an eager one by rounding only.
+seconds to tens of seconds up front (on this 2-core CPU with a cold inductor cache: 17 s for a
+tiny GPT-2, 15 s for the digits MLP, 25 s for ResNet-18). So `compile="auto"` times the second
+chunk eagerly (the first also pays warm-ups), estimates the eager time of the rest of the run,
+and compiles only when that exceeds `PAYS_AFTER_SECONDS`; the chunk after the compiling one is
+timed again, and compiling stops if it did not make the points faster. `compile=True` compiles
+from the first chunk, `False` never. Compiled values equal the eager ones to float rounding
+(inductor fuses and reorders reductions), so a run whose chunks were computed differently
+differs from an eager one by rounding only.
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import torch
 from lossatlas.errors import LossatlasError, LossatlasWarning, one_line
 
 COMPILE_CHOICES = ("auto", True, False)
-# Eager seconds a run must have left for "auto" to compile. Measured break-evens (bench/README):
-# about 20 s of eager work for a tiny GPT-2, 50 s for the digits MLP, 5 min for ResNet-18.
-PAYS_AFTER_SECONDS = 60.0
+# Eager seconds a run must have left for "auto" to compile. Measured break-evens with a cold
+# cache (bench/README.md): 45 s of eager work for a tiny GPT-2, 100 s for the digits MLP, about
+# 5 min for ResNet-18 (compiled 8% faster).
+PAYS_AFTER_SECONDS = 120.0
 
 
 def check_compile(choice: Any) -> None:
@@ -63,6 +65,7 @@ class Compilation:
         self._points_left = n_points
         self._eager_per_point: float | None = None
         self._chunks_compiled = 0
+        self._eager_chunks = 0
         self._functions: dict[str, Callable] = {}
         self._start = 0.0
 
@@ -96,6 +99,9 @@ class Compilation:
                 self.active = per_point < self._eager_per_point
             return
         if self.choice != "auto" or self._eager_per_point is not None:
+            return
+        self._eager_chunks += 1
+        if self._eager_chunks < 2:  # the first chunk also pays warm-ups (tracing, caches)
             return
         self._eager_per_point = per_point
         if self._points_left is not None:

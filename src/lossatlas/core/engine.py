@@ -131,7 +131,7 @@ class Evaluator:
             several, for progress and resume).
         probed: the result of `probe(problem, center)`, if already computed.
         compile: run the forward functions under `torch.compile`: `"auto"` (when the run's
-            remaining eager time, measured on its first chunk, exceeds
+            remaining eager time, measured on its second chunk, exceeds
             `core.compiling.PAYS_AFTER_SECONDS`), `True` or `False`. Equal values to float
             rounding. A model whose vmap path falls back per operator (e.g. fused attention)
             runs compiled one point at a time, which compiles to faster code.

@@ -75,16 +75,29 @@ def parse_bytes(value: int | str | None) -> int | None:
     return int(float(match.group(1)) * 1024 ** " kmgt".index(match.group(2) or " "))
 
 
+def available_memory(device: torch.device | None = None) -> int:
+    """Bytes free on `device`: CUDA's free memory, else the host's available memory
+    (`MemAvailable` on Linux, else free pages; 4 GiB if neither can be read)."""
+    if device is not None and device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
 def default_budget(device: torch.device) -> int:
     """Half the free GPU memory; on the CPU a quarter of the available memory, at most 2 GiB."""
     if device.type == "cuda":
-        free, _ = torch.cuda.mem_get_info(device)
-        return free // 2
-    try:
-        available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError):
-        available = 4 << 30
-    return int(min(2 << 30, available // 4))
+        return available_memory(device) // 2
+    return int(min(2 << 30, available_memory(device) // 4))
 
 
 def tune_malloc() -> bool:

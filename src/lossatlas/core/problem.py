@@ -337,12 +337,21 @@ class Problem:
             for k, v in params.items()
         }
         if given != own:
+            shapes = [
+                f"{k!r} is {given[k]}, the model's {own[k]}"
+                for k in sorted(set(own) & set(given))
+                if own[k] != given[k]
+            ]
             problems = {
-                "missing": sorted(set(own) - set(given)),
-                "unknown": sorted(set(given) - set(own)),
-                "wrong shape": sorted(k for k in set(own) & set(given) if own[k] != given[k]),
+                "missing": [repr(k) for k in sorted(set(own) - set(given))],
+                "unknown": [repr(k) for k in sorted(set(given) - set(own))],
+                "wrong shape:": shapes,
             }
-            text = "; ".join(f"{how} {names[:3]}" for how, names in problems.items() if names)
+            text = "; ".join(
+                f"{how} {', '.join(found[:3])}" + (f" (+{len(found) - 3} more)" * bool(found[3:]))
+                for how, found in problems.items()
+                if found
+            )
             raise LossatlasError(f"{what} does not fit the problem's model: {text}")
 
     def with_weights(

@@ -6,9 +6,10 @@ few eigenpairs at one end of the spectrum, keeping its vectors in the operator's
 device, or asks ARPACK's implicitly restarted Lanczos method (Sorensen 1992; Lehoucq, Sorensen
 & Yang, "ARPACK Users' Guide", SIAM 1998) through `scipy.sparse.linalg.eigsh` (which one:
 `lossatlas.curvature.solvers`), using only Hessian-vector products, and then checks every pair
-by a bound of its eigenvalue's error from its residual `||H v - lambda v||`. `power_iteration` is the baseline PyHessian uses (Yao, Gholami, Keutzer & Mahoney,
-"PyHessian: Neural Networks Through the Lens of the Hessian", 2020). The plain Lanczos process
-is in `lossatlas.curvature.lanczos`, the spectral density in `lossatlas.curvature.density`.
+by a bound of its eigenvalue's error from its residual `||H v - lambda v||`.
+`power_iteration` is the baseline PyHessian uses (Yao, Gholami, Keutzer & Mahoney, "PyHessian:
+Neural Networks Through the Lens of the Hessian", 2020). The plain Lanczos process is in
+`lossatlas.curvature.lanczos`, the spectral density in `lossatlas.curvature.density`.
 """
 
 from __future__ import annotations

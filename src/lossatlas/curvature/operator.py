@@ -41,6 +41,12 @@ METHODS = ("auto", "forward", "double")
 Params = dict[str, torch.Tensor]
 
 
+NOT_FINITE = (
+    "the loss or its derivatives are not finite (NaN or inf) at this point: its curvature is "
+    "undefined; check the weights, the data and the loss function"
+)
+
+
 def select_params(problem: Problem, params: str | Sequence[str] | None) -> list[str]:
     """Parameter names picked by exact name or module prefix (`"0"` picks `0.weight`, `0.bias`)."""
     names = list(problem.params)
@@ -217,7 +223,10 @@ class HessianOperator:
             raise LossatlasError(
                 f"Hessian-vector products fail on this model: {one_line(exc)}"
             ) from exc
-        return torch.cat(blocks, dim=1) if blocks else V.clone()
+        out = torch.cat(blocks, dim=1) if blocks else V.clone()
+        if not bool(torch.isfinite(out).all()):
+            raise LossatlasError(NOT_FINITE)
+        return out
 
     def _block(self, V: torch.Tensor) -> torch.Tensor:
         if self.method in ("auto", "double") and not self.cached and self._graphs is None:
@@ -272,6 +281,9 @@ class HessianOperator:
                 leaves = [self.point[n].detach().requires_grad_(True) for n in self.names]
                 with torch.enable_grad():
                     value = self._batch_loss(dict(zip(self.names, leaves)), batch, weight)
+                    if not bool(torch.isfinite(value)):
+                        self._graphs = None
+                        raise LossatlasError(NOT_FINITE)
                     grads = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
                 # Only gradients that still depend on the parameters have a second derivative.
                 live = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]

@@ -8,11 +8,10 @@ Lehoucq, Sorensen & Yang, "ARPACK Users' Guide", SIAM 1998; through
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import torch
 
+from lossatlas.core.planning import available_memory
 from lossatlas.curvature.lanczos import basis_dtype, lanczos_eigen
 from lossatlas.curvature.operator import HessianOperator
 from lossatlas.errors import LossatlasError, check_count
@@ -22,24 +21,6 @@ WHICH = {"top": "LA", "bottom": "SA", "magnitude": "LM"}
 SOLVERS = ("auto", "lanczos", "arpack")
 LANCZOS_MEMORY: int | None = None  # bytes for Lanczos vectors; None: see `lanczos_memory`
 LANCZOS_MAX_K = 8  # auto takes Lanczos for k up to this
-
-
-def available_memory(device: torch.device) -> int:
-    """Bytes free on `device`: CUDA's free memory, else the host's available memory
-    (`MemAvailable` on Linux, else free pages; 4 GiB if neither can be read)."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    try:
-        with open("/proc/meminfo") as meminfo:
-            for line in meminfo:
-                if line.startswith("MemAvailable:"):
-                    return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
 
 
 def lanczos_memory(op: HessianOperator) -> int:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +28,11 @@ import h5py
 import numpy as np
 import torch
 
-from lossatlas.errors import LossatlasError
+from lossatlas.core.files import temporary_path
+from lossatlas.errors import LossatlasError, one_line
 from lossatlas.io.records import record_class, record_name
 from lossatlas.landscape.record import FORMAT as SURFACE_FORMAT
-from lossatlas.landscape.record import Surface, open_h5
+from lossatlas.landscape.record import Surface, check_seal, open_h5, seal
 from lossatlas.landscape.record import load as load_surface
 
 FORMAT = "lossatlas.record"
@@ -178,16 +178,11 @@ def save(result: Any, path: str | Path) -> Path:
     if not dataclasses.is_dataclass(result) or isinstance(result, type):
         raise LossatlasError(f"expected a lossatlas result record, got {type(result).__name__}")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.attrs["format"] = FORMAT
-            f.attrs["format_version"] = FORMAT_VERSION
-            _put(f, "", result, "")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)  # only left when writing failed
+    with temporary_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.attrs["format"] = FORMAT
+        f.attrs["format_version"] = FORMAT_VERSION
+        _put(f, "", result, "")
+        seal(f)
     return path
 
 
@@ -200,16 +195,21 @@ def load(path: str | Path) -> Any:
     """
     path = Path(path)
     with open_h5(path) as f:
-        kind = f.attrs.get("format")
-        if kind == FORMAT:
-            if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
-                raise LossatlasError(f"{path} was written by a newer lossatlas; please upgrade")
-            try:
+        try:
+            kind = f.attrs.get("format")
+            if kind == FORMAT:
+                if int(f.attrs.get("format_version", 0)) > FORMAT_VERSION:
+                    raise LossatlasError(f"{path} was written by a newer lossatlas; please upgrade")
+                check_seal(f, path)
                 return _get(f, "")
-            except LossatlasError as exc:
-                raise LossatlasError(f"{path}: {exc}") from None
-            except (AttributeError, KeyError, TypeError, ValueError, OSError) as exc:
-                raise LossatlasError(f"{path} is a damaged lossatlas record ({exc})") from None
+        except LossatlasError as exc:
+            message = str(exc)
+            raise LossatlasError(
+                message if message.startswith(str(path)) else f"{path}: {message}"
+            ) from None
+        except Exception as exc:  # h5py and json raise many kinds for damaged bytes
+            damaged = f"{path} is a damaged lossatlas record ({one_line(exc)})"
+            raise LossatlasError(damaged) from None
     if kind == SURFACE_FORMAT:
         return load_surface(path)  # after closing: the surface loader opens it again
     raise LossatlasError(f"{path} is not a lossatlas file")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -19,7 +20,8 @@ from torch import nn
 
 from lossatlas.core.directions import Directions, as_center, as_directions
 from lossatlas.core.engine import Evaluator, probe
-from lossatlas.core.planning import Plan
+from lossatlas.core.files import OutputLock
+from lossatlas.core.planning import Plan, available_memory
 from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import __version__, versions
@@ -42,9 +44,13 @@ def _per_axis(value: Any, m: int, what: str, single: type | tuple) -> list:
     return list(value)
 
 
-def grid_axes(steps: Any, span: Any, m: int) -> tuple[np.ndarray, ...]:
-    """Check `steps` and `span` (one for all directions, or one per direction); make the axes."""
-    axes = []
+def grid_axes(steps: Any, span: Any, m: int, *, rows: int = 1) -> tuple[np.ndarray, ...]:
+    """Check `steps` and `span` (one for all directions, or one per direction); make the axes.
+
+    `rows` values per point (loss, metrics, slopes) size the feasibility check: a grid whose
+    coordinates and values cannot fit in memory is refused before anything is allocated.
+    """
+    ranges = []
     for n, s in zip(
         _per_axis(steps, m, "steps", (int, np.integer)), _per_axis(span, m, "span", ())
     ):
@@ -60,8 +66,9 @@ def grid_axes(steps: Any, span: Any, m: int) -> tuple[np.ndarray, ...]:
             raise LossatlasError(f"span must have low < high, got ({lo}, {hi})")
         if not math.isfinite(hi - lo):  # linspace would overflow to inf and NaN
             raise LossatlasError(f"span ({lo}, {hi}) is too wide: high - low overflows")
-        axes.append(np.linspace(lo, hi, int(n)))
-    return tuple(axes)
+        ranges.append((lo, hi, int(n)))
+    check_feasible([n for _, _, n in ranges], rows)
+    return tuple(np.linspace(lo, hi, n) for lo, hi, n in ranges)
 
 
 def _run_key(
@@ -124,7 +131,7 @@ def surface(
             one point at a time). Recorded in `settings["bn"]` and part of the run key, so a
             file or journal of one mode is never reused for the other.
         compile: evaluate under `torch.compile`: `"auto"` when the run is long enough to repay
-            the compile time (measured on its first chunk), `True` or `False`
+            the compile time (measured on its second chunk), `True` or `False`
             (`lossatlas.core.compiling`). The same values to float rounding;
             `provenance["compiled_points"]` counts the points computed compiled.
         quiet: no progress bar (default: the LOSSATLAS_QUIET environment variable).
@@ -134,7 +141,8 @@ def surface(
     if bn is not None:
         problem = problem.with_bn(bn)
     dirs = as_directions(problem, directions)
-    axes = grid_axes(steps, span, len(dirs))
+    rows = 1 + len(problem.metrics) + (len(dirs) if slopes else 0)
+    axes = grid_axes(steps, span, len(dirs), rows=rows)
     origin = as_center(problem, center)
     settings: dict[str, Any] = {
         "steps": [len(a) for a in axes],
@@ -149,28 +157,101 @@ def surface(
     fingerprint = problem.fingerprint()
     probed = probe(problem, origin)
     key = _run_key({**settings, "probe": probed.values}, fingerprint, problem, dirs, origin)
-    out = Path(out) if out is not None else None
-    if out is not None and out.exists():
-        try:
-            previous = load(out)
-        except LossatlasError:
-            previous = None
-        if previous is not None and previous.settings.get("key") == key:
-            return previous
-        if not overwrite:
-            raise LossatlasError(
-                f"{out} exists and holds a different result; "
-                "pass overwrite=True or choose another file"
-            )
-
-    partial = out.with_name(out.name + ".partial") if out is not None else None
-    try:
-        journal = Journal.resume(partial, key) if partial is not None else None
-    except LossatlasError:
-        if not overwrite:
-            raise
-        partial.unlink()  # progress of another run, which overwrite=True replaces
+    run = functools.partial(
+        _run, problem, dirs, axes, origin, settings, key, fingerprint, probed,
+        memory_budget=memory_budget, path=path, chunk_size=chunk_size, slopes=bool(slopes),
+        compile=compile, quiet=quiet,
+    )  # fmt: skip
+    if out is None:
+        return run(None)
+    out = Path(out)
+    with OutputLock(out):  # one run at a time per output file, from any process
+        if out.exists():
+            try:
+                previous = load(out)
+            except LossatlasError:
+                previous = None
+            if previous is not None and previous.settings.get("key") == key:
+                return previous
+            if not overwrite:
+                raise LossatlasError(
+                    f"{out} exists and holds a different result; pass overwrite=True "
+                    "(--overwrite in the CLI) or choose another file"
+                )
+        partial = out.with_name(out.name + ".partial")
         journal = None
+        try:
+            journal = Journal.resume(partial, key)
+            plan = None if journal is None else Plan(**journal.header["plan"])
+            if journal is not None:
+                n_points, size = math.prod(len(a) for a in axes), plan.chunk_size
+                journal.check([rows * min(size, n_points - i) for i in range(0, n_points, size)])
+        except (LossatlasError, TypeError):  # TypeError: a plan this version cannot read
+            if journal is not None:
+                journal.close()
+            if not overwrite:
+                raise
+            partial.unlink()  # progress of another run, which overwrite=True replaces
+            journal, plan = None, None
+        result = run(partial, journal=journal, plan=plan)
+        result.save(out)
+        partial.unlink(missing_ok=True)
+        return result
+
+
+LONG_RUN_SECONDS = 600.0  # runs expected to take longer say so on stderr, even when quiet
+
+
+def _announce_long_run(
+    steps: list[int], n_points: int, seconds: float, partial: Path | None
+) -> None:
+    """One line on stderr when the first chunks say the run will take long."""
+    if seconds < LONG_RUN_SECONDS:
+        return
+    hours, minutes = divmod(round(seconds / 60), 60)
+    took = f"{hours} h {minutes} min" if hours else f"{minutes} min"
+    keep = f"finished chunks are kept in {partial}" if partial else "pass out= to make it resumable"
+    print(
+        f"lossatlas: surface {'x'.join(map(str, steps))}: about {took} for {n_points:,} "
+        f"points (estimated from the first chunks); {keep}",
+        file=sys.stderr,
+    )
+
+
+def check_feasible(steps: Sequence[int], rows: int) -> None:
+    """Refuses a grid whose coordinates and values cannot fit in the available memory."""
+    n_points = math.prod(steps)
+    need = n_points * (len(steps) + 2 * rows) * 8  # coordinates, values, their final table
+    available = available_memory()
+    if need > available // 2:
+        raise LossatlasError(
+            f"the grid has {n_points:,} points; its coordinates and values need "
+            f"{need / 2**30:,.1f} GiB, more than half the {available / 2**30:.1f} GiB available: "
+            "use fewer steps"
+        )
+
+
+def _run(
+    problem: Problem,
+    dirs: Directions,
+    axes: tuple[np.ndarray, ...],
+    origin: dict[str, torch.Tensor],
+    settings: dict[str, Any],
+    key: str,
+    fingerprint: str,
+    probed: Any,
+    partial: Path | None,
+    *,
+    journal: Journal | None = None,
+    plan: Plan | None = None,
+    memory_budget: int | str | None,
+    path: str,
+    chunk_size: int | None,
+    slopes: bool,
+    compile: bool | str,
+    quiet: bool | None,
+) -> Surface:
+    """The grid's values, chunk by chunk, recorded in the journal at `partial` if given."""
     evaluator = Evaluator(
         problem,
         dirs,
@@ -178,22 +259,21 @@ def surface(
         memory_budget=memory_budget,
         path=path,
         chunk_size=chunk_size,
-        slopes=bool(slopes),
-        plan=Plan(**journal.header["plan"]) if journal else None,
-        n_points=int(np.prod([len(a) for a in axes])),
+        slopes=slopes,
+        plan=plan,
+        n_points=math.prod(len(a) for a in axes),
         probed=probed,
         compile=compile,
     )
-    if partial is not None and journal is None:
+    # A chunk's record: its losses, then each metric, then the slope along each direction.
+    rows = 1 + len(problem.metrics) + (len(axes) if slopes else 0)
+    n_points, size = math.prod(len(a) for a in axes), evaluator.plan.chunk_size
+    n_chunks = math.ceil(n_points / size)
+    if journal is None and partial is not None:
         journal = Journal.create(partial, {"key": key, "plan": vars(evaluator.plan)})
     done: dict[int, np.ndarray] = journal.done if journal else {}
     resumed = len(done)
-
     coeffs = np.stack(np.meshgrid(*axes, indexing="ij"), -1).reshape(-1, len(axes))
-    # A chunk's record: its losses, then each metric, then the slope along each direction.
-    rows = 1 + len(problem.metrics) + (len(axes) if slopes else 0)
-    n_points, size = len(coeffs), evaluator.plan.chunk_size
-    n_chunks = math.ceil(n_points / size)
     start = time.perf_counter()
     try:
         with progress(
@@ -202,10 +282,16 @@ def surface(
             finished = sum(len(v) for v in done.values()) // rows
             evaluator.compilation.expect(n_points - finished)
             advance(finished)
-            for i in range(n_chunks):
-                if i in done:
-                    continue
+            estimate = None
+            pending = [i for i in range(n_chunks) if i not in done]
+            for count, i in enumerate(pending):
+                began = time.perf_counter()
                 chunk = evaluator(coeffs[i * size : (i + 1) * size])
+                if count == 1:  # the first chunk also pays warm-ups (tracing, compiling)
+                    left = sum(min(size, n_points - j * size) for j in pending[1:])
+                    per_point = (time.perf_counter() - began) / len(chunk.loss)
+                    estimate = began - start + per_point * left
+                    _announce_long_run(settings["steps"], n_points - finished, estimate, partial)
                 values = [chunk.loss, *chunk.metrics.values()]
                 if chunk.slopes is not None:
                     values += list(chunk.slopes.T)  # one row per direction
@@ -225,6 +311,7 @@ def surface(
             )
         raise
     seconds = time.perf_counter() - start
+    estimated = {} if estimate is None else {"estimated_seconds": estimate}
 
     table = np.concatenate([done[i].reshape(rows, -1) for i in range(n_chunks)], axis=1)
     shape = tuple(len(a) for a in axes)
@@ -248,19 +335,23 @@ def surface(
             "compiled_points": evaluator.compilation.compiled_points,
             "chunks_resumed": resumed,
             "seconds": seconds,
+            **estimated,
             "device": str(problem.device),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
             "versions": versions(),
         },
     )
-    if result.nonfinite:
+    counts = {"loss": result.nonfinite}
+    counts.update({m: int((~np.isfinite(g)).sum()) for m, g in result.metrics.items()})
+    counts = {name: n for name, n in counts.items() if n}
+    if counts:
+        listed = ", ".join(f"{n} for {name!r}" for name, n in counts.items())
         warnings.warn(
-            f"lossatlas: {result.nonfinite} of {n_points} points have a non-finite loss "
+            f"lossatlas: non-finite values at {listed} of {n_points} points "
             "(kept as NaN/inf in the result)",
             LossatlasWarning,
-            stacklevel=2,
+            stacklevel=4,
         )
-    if out is not None and journal is not None:
-        result.save(out)
-        journal.close(remove=True)
+    if journal is not None:
+        journal.close()
     return result

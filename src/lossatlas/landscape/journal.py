@@ -5,8 +5,11 @@ CRC32, so a record torn by a kill is detected and dropped on resume; the final H
 written, atomically, once every chunk is done. HDF5 itself is not safe to kill mid-write, which
 is why progress does not live in it.
 
-Layout: a magic line, one JSON header line (the run's key and plan), then records of
+Layout: a magic line, one header line (the run's key and plan as JSON, a space, and the CRC32
+of the JSON in 8 hex digits), then records of
 `<chunk index: u32><count: u32><count float64 values><crc32 of the preceding bytes: u32>`.
+A damaged header, or records that do not fit the run's chunks (`check`), make the journal an
+error, which `overwrite=True` turns into starting over.
 """
 
 from __future__ import annotations
@@ -22,8 +25,9 @@ import numpy as np
 
 from lossatlas.errors import LossatlasError
 
-MAGIC = b"LOSSATLAS-JOURNAL 1\n"
+MAGIC = b"LOSSATLAS-JOURNAL 2\n"  # 2: the header carries a checksum
 _HEAD = struct.Struct("<II")
+START_OVER = "remove it, or pass overwrite=True (--overwrite in the CLI) to start over"
 _CRC = struct.Struct("<I")
 
 
@@ -55,8 +59,9 @@ class Journal:
         """A new, empty journal whose header (with the run's `key`) is on disk on return."""
         journal = cls(path, header)
         journal.path.parent.mkdir(parents=True, exist_ok=True)
+        body = json.dumps(header, sort_keys=True).encode()
         with open(journal.path, "wb") as f:
-            f.write(MAGIC + json.dumps(header, sort_keys=True).encode() + b"\n")
+            f.write(MAGIC + body + f" {zlib.crc32(body):08x}\n".encode())
             f.flush()
             os.fsync(f.fileno())
         journal._file = open(journal.path, "ab")  # noqa: SIM115 (kept open to append)
@@ -67,13 +72,21 @@ class Journal:
         end = data.find(b"\n", len(MAGIC))
         if not data.startswith(MAGIC) or end < 0:
             raise LossatlasError(
-                f"{self.path} is not a lossatlas progress file; remove it to start over"
+                f"{self.path} is not a progress file of this lossatlas version; {START_OVER}"
             )
-        stored = json.loads(data[len(MAGIC) : end])
+        body, _, crc = data[len(MAGIC) : end].rpartition(b" ")
+        try:
+            if crc != f"{zlib.crc32(body):08x}".encode():
+                raise ValueError("checksum mismatch")
+            stored = json.loads(body)
+            if not isinstance(stored, dict):
+                raise ValueError("not a JSON object")
+        except ValueError:
+            raise LossatlasError(f"{self.path} has a damaged header; {START_OVER}") from None
         if stored.get("key") != self.header["key"]:
             raise LossatlasError(
                 f"{self.path} holds progress of a different run (other directions, grid, data or "
-                "model); remove it or choose another output file"
+                f"model); {START_OVER}"
             )
         self.header = stored
         pos = good = end + 1
@@ -90,6 +103,15 @@ class Journal:
         if good < len(data):  # drop a record torn by a kill, so appends start clean
             with open(self.path, "r+b") as f:
                 f.truncate(good)
+
+    def check(self, sizes: list[int]) -> None:
+        """Every record is a chunk of the run, `sizes[i]` values long, or the file is damaged."""
+        for index, values in self.done.items():
+            if index >= len(sizes) or len(values) != sizes[index]:
+                self.close()
+                raise LossatlasError(
+                    f"{self.path} holds chunks that do not fit this run; {START_OVER}"
+                )
 
     def append(self, index: int, values: np.ndarray) -> None:
         """Record chunk `index` as done with its values (flushed to disk before returning)."""

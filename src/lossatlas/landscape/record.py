@@ -8,7 +8,7 @@ the data size and fingerprint, counts of model calls, timings and versions.
 from __future__ import annotations
 
 import json
-import os
+import zlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,8 @@ import numpy as np
 import torch
 
 from lossatlas.core.directions import Directions
-from lossatlas.errors import LossatlasError
+from lossatlas.core.files import temporary_path
+from lossatlas.errors import LossatlasError, one_line
 
 FORMAT = "lossatlas.surface"
 # 2: metrics and path labels stored under indices with JSON names, so any string round-trips
@@ -85,15 +86,15 @@ class Surface:
             out[f"{name}_center"] = None if center is None else float(grid[center])
         out["n_points"] = int(self.loss.size)
         out["nonfinite"] = self.nonfinite
+        for name, grid in self.metrics.items():  # counted like the loss
+            out[f"{name}_nonfinite"] = int((~np.isfinite(grid)).sum())
         out["seconds"] = self.provenance.get("seconds")
         return out
 
     def save(self, path: str | Path) -> Path:
         """Write the record to HDF5 atomically (a temporary file renamed into place)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        with h5py.File(tmp, "w") as f:
+        with temporary_path(path) as tmp, h5py.File(tmp, "w") as f:
             f.attrs["format"] = FORMAT
             f.attrs["format_version"] = FORMAT_VERSION
             f.attrs["settings"] = json.dumps(self.settings, sort_keys=True)
@@ -112,7 +113,7 @@ class Surface:
             for i, vec in enumerate(self.directions):
                 for name, t in vec.items():
                     group.create_dataset(f"{i}/{name}", data=t.detach().cpu().numpy())
-        os.replace(tmp, path)
+            seal(f)
         return path
 
 
@@ -129,6 +130,36 @@ def with_paths(surface: Surface, paths: dict[str, Any]) -> Surface:
     return replace(surface, paths=checked)
 
 
+def _contents(f: h5py.File) -> bytes:
+    """Every attribute and dataset of the file, in a fixed order."""
+    parts: list[bytes] = []
+
+    def add(name: str, obj: Any) -> None:
+        parts.append(name.encode())
+        for key in sorted(obj.attrs):
+            if not (name == "" and key == "checksum"):
+                parts.append(key.encode() + repr(obj.attrs[key]).encode())
+        if isinstance(obj, h5py.Dataset):
+            parts.append(np.asarray(obj[()]).tobytes())
+
+    add("", f)
+    f.visititems(add)
+    return b"\0".join(parts)
+
+
+def seal(f: h5py.File) -> None:
+    """Stores a CRC32 of the file's attributes and datasets, which `check_seal` verifies when
+    it is read. (HDF5's own Fletcher-32 filter is not enough: a flipped bit in a chunk's
+    filter mask makes HDF5 skip the check and return the checksum bytes as data.)"""
+    f.attrs["checksum"] = zlib.crc32(_contents(f))
+
+
+def check_seal(f: h5py.File, path: Path) -> None:
+    """A one-line error if a sealed file's attributes or datasets changed."""
+    if "checksum" in f.attrs and int(f.attrs["checksum"]) != zlib.crc32(_contents(f)):
+        raise LossatlasError(f"{path} is damaged (its checksum does not match)")
+
+
 def open_h5(path: str | Path) -> h5py.File:
     """An HDF5 file opened for reading, or a one-line error (missing, not HDF5)."""
     path = Path(path)
@@ -141,30 +172,66 @@ def open_h5(path: str | Path) -> h5py.File:
 
 
 def load(path: str | Path) -> Surface:
-    """Read a result record written by `Surface.save` (or by `surface(..., out=path)`)."""
+    """Read a result record written by `Surface.save` (or by `surface(..., out=path)`).
+
+    Raises:
+        LossatlasError: a missing file, one that is not a lossatlas surface file, one written by
+            a newer lossatlas, or a damaged one (unreadable parts, missing datasets, bad JSON,
+            grids whose shapes disagree), named in one line.
+    """
     path = Path(path)
     with open_h5(path) as f:
         if f.attrs.get("format") != FORMAT:
             raise LossatlasError(f"{path} is not a lossatlas surface file")
-        if int(f.attrs["format_version"]) > FORMAT_VERSION:
-            raise LossatlasError(f"{path} was written by a newer lossatlas; please upgrade")
-        coords = tuple(f["coords"][str(i)][()] for i in range(len(f["coords"])))
-        old = int(f.attrs["format_version"]) < 2  # names as keys, labels as plain strings
-        metrics = {_name(key, ds, "name", old): ds[()] for key, ds in _indexed(f, "metrics", old)}
-        group = f["directions"]
-        vectors = tuple(
-            {name: torch.from_numpy(ds[()]) for name, ds in group[str(i)].items()}
-            for i in range(len(group))
-        )
-        return Surface(
-            coords=coords,
-            loss=f["loss"][()],
-            metrics=metrics,
-            directions=Directions(vectors, json.loads(group.attrs["settings"])),
-            settings=json.loads(f.attrs["settings"]),
-            provenance=json.loads(f.attrs["provenance"]),
-            slopes=f["slopes"][()] if "slopes" in f else None,
-            paths={_name(key, ds, "label", old): ds[()] for key, ds in _indexed(f, "paths", old)},
+        try:
+            version = int(f.attrs["format_version"])
+            if version > FORMAT_VERSION:
+                raise LossatlasError(f"{path} was written by a newer lossatlas; please upgrade")
+            check_seal(f, path)
+            surface = _read(f, old=version < 2)  # 1: names as keys, labels as plain strings
+        except LossatlasError:
+            raise
+        except Exception as exc:  # h5py and json raise many kinds for damaged bytes
+            raise LossatlasError(f"{path} is a damaged surface file ({one_line(exc)})") from None
+    _check_shapes(surface, path)
+    return surface
+
+
+def _read(f: h5py.File, *, old: bool) -> Surface:
+    coords = tuple(f["coords"][str(i)][()] for i in range(len(f["coords"])))
+    metrics = {_name(key, ds, "name", old): ds[()] for key, ds in _indexed(f, "metrics", old)}
+    group = f["directions"]
+    vectors = tuple(
+        {name: torch.from_numpy(ds[()]) for name, ds in group[str(i)].items()}
+        for i in range(len(group))
+    )
+    return Surface(
+        coords=coords,
+        loss=f["loss"][()],
+        metrics=metrics,
+        directions=Directions(vectors, json.loads(group.attrs["settings"])),
+        settings=json.loads(f.attrs["settings"]),
+        provenance=json.loads(f.attrs["provenance"]),
+        slopes=f["slopes"][()] if "slopes" in f else None,
+        paths={_name(key, ds, "label", old): ds[()] for key, ds in _indexed(f, "paths", old)},
+    )
+
+
+def _check_shapes(surface: Surface, path: Path) -> None:
+    """Grids that agree with the coordinates, or a one-line error naming the file."""
+    shape = tuple(len(c) for c in surface.coords)
+    grids = {"loss": surface.loss, **{f"metric {m!r}": g for m, g in surface.metrics.items()}}
+    problems = [name for name, grid in grids.items() if grid.shape != shape]
+    if not surface.coords or any(c.ndim != 1 for c in surface.coords):
+        problems.insert(0, "coords")
+    if surface.slopes is not None and surface.slopes.shape != (*shape, len(shape)):
+        problems.append("slopes")
+    if len(surface.directions) != len(shape):
+        problems.append("directions")
+    if problems:
+        raise LossatlasError(
+            f"{path} is a damaged surface file ({', '.join(problems)} do not match the "
+            f"{'x'.join(map(str, shape))} grid)"
         )
 
 

@@ -185,9 +185,14 @@ def figure_line(
         )
     c = np.asarray(surface.coords[0], float)
     raw = np.where(np.isfinite(surface.loss), surface.loss, np.nan).astype(float)
-    loss = np.where(raw > 0, raw, np.nan) if log else raw
-    if not np.isfinite(loss).any():
-        raise LossatlasError("the line has no finite (positive, with log) loss to plot")
+    ok = np.isfinite(raw)
+    notes = []  # what the figure leaves out, said in its legend
+    if log and (raw[ok] <= 0).any():
+        log = False
+        notes.append("linear axis: some losses are not positive")
+    if not ok.all():
+        notes.append(f"{int((~ok).sum())} of {len(raw)} points have no finite loss (gaps)")
+    loss = raw
     slope = None if surface.slopes is None else np.asarray(surface.slopes, float)[:, 0]
     if slope is not None:
         slope = np.where(np.isfinite(slope), slope, np.nan)
@@ -205,17 +210,22 @@ def figure_line(
             top.set_xlabel(f"w = {entry} = {w0:.4g} + c")
     ax = panels[0]
     ax.plot(c, loss, color="C0", lw=1.8, marker="o", ms=2.5, label="loss L")
-    ax.set_yscale("log" if log else "linear")
+    ax.set_yscale("log" if log and ok.any() else "linear")
     ax.set_ylabel("loss L" + (" (log scale)" if log else ""))
-    i = int(np.nanargmin(loss))
-    low = f"lowest loss on the grid: L = {loss[i]:.3g} at c = {c[i]:.3g}"
-    ax.plot(c[i], loss[i], ls="", zorder=6, label=low, **{**MINIMUM, "mfc": "red"})
-    ok = np.isfinite(loss)
+    for note in notes:
+        ax.plot([], [], ls="", label=note)
+    i = int(np.nanargmin(loss)) if ok.any() else None
+    if i is not None:
+        low = f"lowest loss on the grid: L = {loss[i]:.3g} at c = {c[i]:.3g}"
+        ax.plot(c[i], loss[i], ls="", zorder=6, label=low, **{**MINIMUM, "mfc": "red"})
+    else:
+        ax.text(0.5, 0.5, "no finite loss on this line", ha="center", transform=ax.transAxes)
     centre = bool(c.min() <= 0 <= c.max())
-    if centre:
+    if centre and i is not None:
         ax.plot(0, np.interp(0, c[ok], loss[ok]), ls="", zorder=6, label="centre (c = 0)", **CENTRE)
     for a in panels:
-        a.axvline(c[i], color="red", ls="--", lw=1)
+        if i is not None:
+            a.axvline(c[i], color="red", ls="--", lw=1)
         if centre:
             a.axvline(0, color="0.4", ls=":", lw=1)
         a.set_xlabel(xlabel)
@@ -223,7 +233,8 @@ def figure_line(
         a.grid(alpha=0.3)
     if slope is not None and len(panels) == 2:
         _draw_slope(panels, c, slope, raw)
-        panels[1].plot(c[i], slope[i], ls="", zorder=6, **{**MINIMUM, "mfc": "red"})
+        if i is not None:
+            panels[1].plot(c[i], slope[i], ls="", zorder=6, **{**MINIMUM, "mfc": "red"})
     if not own:
         ax.set_title(textwrap.fill(describe(surface), 70), fontsize=9)
         for a in panels:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import pickle
+import re
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,19 @@ def read_state_dict(weights: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise LossatlasError(f"no weights file {str(path)!r}")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # e.g. torch's note on the pickle protocol
+            warnings.simplefilter("ignore")
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+        if found is None:  # not a file torch.save wrote
+            raise LossatlasError(
+                f"cannot load {path} as a state dict: not a file written by torch.save"
+            ) from None
+        raise LossatlasError(
+            f"{path} holds a pickled {found.group(1)}, and lossatlas never unpickles objects "
+            "other than tensors (torch.load weights only); save model.state_dict() instead"
+        ) from None
     except Exception as exc:
         raise LossatlasError(
             f"cannot load {path} as a state dict (weights only): {one_line(exc)}"
@@ -59,6 +74,23 @@ def _state_of(source: Any, i: int) -> tuple[Mapping[str, Any], str, dict[str, An
     return source, name, origin
 
 
+def check_state(
+    problem: Problem, state: Mapping[str, Any], what: str, known: set[str] | None = None
+) -> None:
+    """A one-line error naming `what` unless `state` fits the problem's model: every parameter
+    with its shape (missing, unknown and misshapen entries named, with shapes); buffers may be
+    absent."""
+    known = set(problem.module.state_dict()) if known is None else known
+    unknown = sorted(set(state) - known)
+    if unknown:
+        more = f" (+{len(unknown) - 3} more)" if unknown[3:] else ""
+        names = ", ".join(map(repr, unknown[:3]))
+        raise LossatlasError(f"{what} does not fit the model: unknown {names}{more}")
+    problem.check_params(
+        {k: v for k, v in state.items() if k in problem.params or k not in problem.buffers}, what
+    )
+
+
 def from_checkpoints(
     problem: Problem, sources: Sequence[Any], *, names: Sequence[str] | None = None
 ) -> list[TrainedModel]:
@@ -82,13 +114,7 @@ def from_checkpoints(
     out = []
     for i, source in enumerate(sources):
         state, name, origin = _state_of(source, i)
-        unknown = sorted(set(state) - known)
-        if unknown:
-            raise LossatlasError(f"checkpoint {i} does not fit the model: unknown {unknown[:3]}")
-        problem.check_params(
-            {k: v for k, v in state.items() if k in problem.params or k not in problem.buffers},
-            f"checkpoint {i}",
-        )
+        check_state(problem, state, f"checkpoint {i}", known)
         if not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise LossatlasError(f"checkpoint {i} holds values that are not tensors")
 
