@@ -105,3 +105,22 @@ def test_curvature_at_a_nan_loss_is_an_error_not_a_zero(hidden):
 def test_the_sharpness_command_at_a_nan_loss_exits_2(tmp_path):
     (tmp_path / "spec.py").write_text(NAN_SPEC)
     one_line(run_cli("sharpness", "spec.py:make", cwd=tmp_path), "not finite")
+
+
+def test_a_plane_with_no_finite_or_positive_loss_is_drawn_and_reported(tmp_path):
+    import dataclasses
+
+    problem = la.linreg(n=20)
+    land = la.surface(problem, la.random_directions(problem, 2, seed=0), steps=5, quiet=True)
+    empty = dataclasses.replace(land, loss=np.full_like(land.loss, np.nan))
+    fig = la.figure_surface(empty)
+    assert "no finite loss on this surface" in [t.get_text() for t in fig.axes[0].texts]
+    la.save_figure(fig, tmp_path / "empty.png")
+    la.write_report(empty, tmp_path / "empty.html")
+    holes = land.loss.copy()
+    holes[0, :2] = np.nan
+    holes[1, 1] = -1.0
+    fig = la.figure_surface(dataclasses.replace(land, loss=holes), log=True)
+    labels = fig.axes[0].get_legend_handles_labels()[1]
+    assert "linear colours: some losses are not positive" in labels
+    assert "2 of 25 points have no finite loss (blank)" in labels

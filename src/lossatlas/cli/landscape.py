@@ -136,6 +136,7 @@ def surface(
 
         files["vtp"] = str(export_vtp(land, vtp, log=log))
     summary = {"problem": spec, "files": files, **land.headline()}
+    summary["estimated_seconds"] = land.provenance.get("estimated_seconds")  # from its start
     summary["total_seconds"] = time.perf_counter() - began
     emit(summary, as_json=as_json, quiet=quiet, title=f"{spec}: {dims}D loss landscape")
 

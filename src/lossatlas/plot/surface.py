@@ -42,7 +42,9 @@ def figure_surface(
             the legend inside it and the surface's description is its title; a 1D surface's
             metrics get a twin axis of it. Default: a new figure, the description on top and
             (2D) the legend under the axes.
-        log: logarithmic loss colours (2D) or axis (1D); non-positive losses are left blank.
+        log: logarithmic loss colours (2D) or axis (1D) when every finite loss is positive
+            (else linear, said in the legend). Non-finite losses are left blank and counted
+            in the legend.
         figsize: inches of the new figure (ignored with `ax`); default (6.4, 5.2) for 2D and
             (6.4, 4.2) for 1D.
 
@@ -50,7 +52,7 @@ def figure_surface(
         The figure: new, or the one holding `ax`.
 
     Raises:
-        LossatlasError: not a 1D or 2D Surface, no finite loss to draw, or unsuitable `ax`.
+        LossatlasError: not a 1D or 2D Surface, or unsuitable `ax`.
     """
     from matplotlib import colors, ticker
 
@@ -58,11 +60,14 @@ def figure_surface(
         raise LossatlasError(f"expected a Surface, got {type(surface).__name__}")
     if surface.ndim not in (1, 2):
         raise LossatlasError(f"can only plot 1D or 2D surfaces, this one is {surface.ndim}D")
-    loss = np.ma.masked_invalid(
-        np.where(surface.loss > 0, surface.loss, np.nan) if log else surface.loss
-    )
-    if loss.count() == 0:
-        raise LossatlasError("the surface has no finite (positive, with log) loss to plot")
+    finite = np.isfinite(surface.loss)
+    notes = []  # what the figure leaves out, said in its legend
+    if log and (surface.loss[finite] <= 0).any():
+        log = False
+        notes.append("linear colours: some losses are not positive")
+    if not finite.all():
+        notes.append(f"{int((~finite).sum())} of {finite.size} points have no finite loss (blank)")
+    loss = np.ma.masked_invalid(surface.loss)
     own = ax is None
     size = figsize or ((6.4, 5.2) if surface.ndim == 2 else (6.4, 4.2))
     fig, ax = figure_axes(ax, size, "figure_surface")
@@ -71,6 +76,12 @@ def figure_surface(
         fig.suptitle(describe(surface), fontsize=9)
     else:
         ax.set_title(textwrap.fill(describe(surface), 70), fontsize=9)
+    for note in notes:
+        ax.plot([], [], ls="", label=note)
+    if loss.count() == 0:
+        ax.text(0.5, 0.5, "no finite loss on this surface", ha="center", transform=ax.transAxes)
+        ax.legend(loc="upper left", fontsize=8)
+        return fig
     if surface.ndim == 2:
         x, y = surface.coords
         lo, hi = float(loss.min()), float(loss.max())

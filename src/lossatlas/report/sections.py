@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
+
 from lossatlas.core.provenance import jsonable
 from lossatlas.curvature.density import Density
 from lossatlas.curvature.summary import SharpnessReport
@@ -91,7 +93,9 @@ def _surface(s: Surface, log: bool) -> Parts:
     elif where:
         out.cards["at"] = "(" + ", ".join(f"{c:.3g}" for c in where) + ")"
     out.cards["non-finite points"] = head["nonfinite"] or None
-    if s.ndim == 1:
+    if not np.isfinite(s.loss).any():  # nothing to draw: say so instead of failing
+        out.cards["note"] = f"no finite loss at any of the {s.loss.size} points: nothing to draw"
+    elif s.ndim == 1:
         caption = "Loss along the line; the dotted line is the centre. Gaps are non-finite losses."
         if s.slopes is not None:
             caption += " Right: its slope from autograd, with a finite-difference check."
