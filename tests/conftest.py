@@ -25,3 +25,17 @@ def mlp_case() -> Case:
 @pytest.fixture
 def cnn_case() -> Case:
     return build_case("cnn_bn")
+
+
+@pytest.fixture(scope="session")
+def ray_address(tmp_path_factory) -> str:
+    """A local two-node Ray cluster (head + one node, one CPU each) for the whole session,
+    started only by the tests that ask for it; this process disconnects before it stops."""
+    pytest.importorskip("ray")
+    import ray
+
+    from tests.support.ray_cluster import local_cluster
+
+    with local_cluster(tmp_path_factory.mktemp("ray")) as address:
+        yield address
+        ray.shutdown()

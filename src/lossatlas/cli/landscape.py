@@ -69,6 +69,14 @@ def surface(
             "--compile", help="torch.compile the forward: auto (when the run repays it), on, off."
         ),
     ] = "auto",
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Evaluate on a Ray cluster: its address (auto, host:port)."),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option(help="Ray workers (default: one per CPU, or per GPU).")
+    ] = None,
+    ray_gpus_per_worker: Annotated[float, typer.Option(help="GPUs per Ray worker.")] = 0.0,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
@@ -86,6 +94,13 @@ def surface(
     low, high = parse_pair(span, "--span")
     if not low < high:
         raise LossatlasError(f"--span must go from low to high, got {span!r}")
+    ray_options = None
+    if ray is not None:
+        ray_options = la.RayOptions(
+            address=ray, workers=ray_workers, gpus_per_worker=ray_gpus_per_worker
+        )
+    elif ray_workers is not None or ray_gpus_per_worker:
+        raise LossatlasError("--ray-workers and --ray-gpus-per-worker need --ray ADDRESS")
     check_suffix(out, H5, "--out")
     check_suffix(figure, (".png", ".svg", ".pdf"), "--figure")
     check_suffix(report, (".html",), "--report")
@@ -123,6 +138,7 @@ def surface(
         slopes=slopes,
         memory_budget=memory_budget,
         compile=compiling,
+        ray=ray_options,
         quiet=quiet_bars,
     )
     files: dict[str, str] = {"surface": str(out)}

@@ -26,6 +26,12 @@ from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import __version__, versions
 from lossatlas.errors import LossatlasError, LossatlasWarning
+from lossatlas.landscape.distributed import (
+    RayOptions,
+    as_ray_options,
+    chunk_values,
+    evaluate_on_ray,
+)
 from lossatlas.landscape.journal import Journal
 from lossatlas.landscape.record import FORMAT_VERSION, Surface, load
 
@@ -102,6 +108,7 @@ def surface(
     slopes: bool = False,
     bn: str | None = None,
     compile: bool | str = "auto",
+    ray: str | RayOptions | None = None,
     quiet: bool | None = None,
 ) -> Surface:
     """The loss (and metrics) on a line or grid `theta0 + sum_j c_j d_j`, `c_j` in `span`.
@@ -134,6 +141,10 @@ def surface(
             the compile time (measured on its second chunk), `True` or `False`
             (`lossatlas.core.compiling`). The same values to float rounding;
             `provenance["compiled_points"]` counts the points computed compiled.
+        ray: evaluate the chunks on a Ray cluster: its address (`"auto"`, `"host:port"`) or
+            `RayOptions` (workers, CPUs and GPUs per worker). The same plan and chunks as a
+            local run; a worker that dies loses only its chunks in flight, which are
+            requeued (`lossatlas.landscape.distributed`). Needs `pip install 'lossatlas[ray]'`.
         quiet: no progress bar (default: the LOSSATLAS_QUIET environment variable).
     """
     if not isinstance(problem, Problem):
@@ -160,7 +171,7 @@ def surface(
     run = functools.partial(
         _run, problem, dirs, axes, origin, settings, key, fingerprint, probed,
         memory_budget=memory_budget, path=path, chunk_size=chunk_size, slopes=bool(slopes),
-        compile=compile, quiet=quiet,
+        compile=compile, quiet=quiet, ray=None if ray is None else as_ray_options(ray),
     )  # fmt: skip
     if out is None:
         return run(None)
@@ -231,6 +242,11 @@ def check_feasible(steps: Sequence[int], rows: int) -> None:
         )
 
 
+def _shipped(problem: Problem, dirs: Directions, origin: dict) -> tuple:
+    """What a Ray worker builds its evaluator from (pickled once, with `ray.put`)."""
+    return problem, dirs, origin
+
+
 def _run(
     problem: Problem,
     dirs: Directions,
@@ -250,8 +266,10 @@ def _run(
     slopes: bool,
     compile: bool | str,
     quiet: bool | None,
+    ray: RayOptions | None,
 ) -> Surface:
     """The grid's values, chunk by chunk, recorded in the journal at `partial` if given."""
+    ray_stats: dict[str, Any] = {}
     evaluator = Evaluator(
         problem,
         dirs,
@@ -284,7 +302,22 @@ def _run(
             advance(finished)
             estimate = None
             pending = [i for i in range(n_chunks) if i not in done]
-            for count, i in enumerate(pending):
+
+            def record(i: int, values: np.ndarray) -> None:
+                if journal is not None:
+                    journal.append(i, values)
+                else:
+                    done[i] = values
+                advance(len(values) // rows)
+
+            if ray is not None:  # the chunks go to Ray actors; this process only records
+                shipped = functools.partial(_shipped, problem, dirs, origin)
+                options = {"plan": evaluator.plan, "path": evaluator.plan.path, "slopes": slopes}
+                options["compile"] = compile is True
+                chunks = {i: coeffs[i * size : (i + 1) * size] for i in pending}
+                for i, values in evaluate_on_ray(ray, shipped, options, chunks, ray_stats):
+                    record(i, values)
+            for count, i in enumerate(pending if ray is None else []):
                 began = time.perf_counter()
                 chunk = evaluator(coeffs[i * size : (i + 1) * size])
                 if count == 1:  # the first chunk also pays warm-ups (tracing, compiling)
@@ -292,15 +325,7 @@ def _run(
                     per_point = (time.perf_counter() - began) / len(chunk.loss)
                     estimate = began - start + per_point * left
                     _announce_long_run(settings["steps"], n_points - finished, estimate, partial)
-                values = [chunk.loss, *chunk.metrics.values()]
-                if chunk.slopes is not None:
-                    values += list(chunk.slopes.T)  # one row per direction
-                values = np.concatenate(values)
-                if journal is not None:
-                    journal.append(i, values)
-                else:
-                    done[i] = values
-                advance(len(chunk.loss))
+                record(i, chunk_values(chunk))
     except KeyboardInterrupt:
         if journal is not None:
             journal.close()
@@ -333,6 +358,7 @@ def _run(
             "n_model_calls": evaluator.n_model_calls,
             "n_point_passes": evaluator.n_point_passes,
             "compiled_points": evaluator.compilation.compiled_points,
+            **({"ray": ray_stats} if ray is not None else {}),
             "chunks_resumed": resumed,
             "seconds": seconds,
             **estimated,

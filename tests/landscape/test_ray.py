@@ -1,0 +1,151 @@
+"""`surface(..., ray=...)` on a real local two-node Ray cluster (the session's `ray_address`).
+
+Checked against the local engine: the same plan gives the same grid; a worker killed with
+SIGKILL mid-run loses only its chunks in flight, which are requeued (no point lost, none
+written twice); a driver killed mid-run leaves a journal that a later run resumes.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import lossatlas as la
+from lossatlas.landscape.journal import Journal
+from tests.support.cli import run_cli
+
+pytest.importorskip("ray")
+
+STEPS, CHUNK = (8, 6), 4  # 48 points in 12 chunks
+
+
+def slow_problem(folder: Path, delay: float) -> la.Problem:
+    """A small regression whose loss leaves the evaluating process's id in `folder` and
+    sleeps, so a run lasts long enough to be interrupted."""
+
+    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        (folder / str(os.getpid())).touch()
+        time.sleep(delay)
+        return torch.nn.functional.mse_loss(out, y)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    data = (torch.randn(30, 3), torch.randn(30, 1))
+    return la.Problem(model, loss, data, metrics={"mae": lambda o, y: (o - y).abs().mean()})
+
+
+def grid(problem: la.Problem, **options) -> la.Surface:
+    dirs = la.random_directions(problem, 2, seed=0)
+    return la.surface(problem, dirs, steps=STEPS, chunk_size=CHUNK, quiet=True, **options)
+
+
+def test_a_ray_run_gives_the_local_grid(ray_address, tmp_path):
+    problem = slow_problem(tmp_path, 0.0)
+    local = grid(problem)
+    remote = grid(problem, ray=ray_address, out=tmp_path / "r.h5")
+    assert np.array_equal(remote.loss, local.loss)
+    assert np.array_equal(remote.metrics["mae"], local.metrics["mae"])
+    stats = remote.provenance["ray"]
+    assert stats["workers"] == 2 and stats["requeued"] == stats["replaced"] == 0
+    assert stats["startup_seconds"] > 0
+    workers = {int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()} - {os.getpid()}
+    assert len(workers) == 2  # both nodes' workers evaluated chunks
+    assert remote.settings["key"] == local.settings["key"]  # the same run: files interchange
+
+
+def test_a_worker_killed_with_sigkill_loses_no_point(ray_address, tmp_path):
+    marks = tmp_path / "pids"
+    marks.mkdir()
+    problem = slow_problem(marks, 0.4)
+    killed: list[int] = []
+
+    def kill_one_worker() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            pids = sorted(int(p.name) for p in marks.iterdir()) if marks.exists() else []
+            workers = [pid for pid in pids if pid != os.getpid()]
+            if workers:
+                time.sleep(0.5)  # let it take a few chunks first
+                os.kill(workers[0], signal.SIGKILL)
+                killed.append(workers[0])
+                return
+            time.sleep(0.05)
+
+    killer = threading.Thread(target=kill_one_worker)
+    killer.start()
+    out = tmp_path / "s.h5"
+    remote = grid(problem, ray=la.RayOptions(address=ray_address, workers=2), out=out)
+    killer.join()
+    assert killed, "no worker was killed"
+    assert remote.provenance["ray"]["requeued"] >= 1 and remote.provenance["ray"]["replaced"] >= 1
+    local = grid(slow_problem(tmp_path, 0.0))
+    assert np.array_equal(remote.loss, local.loss) and not np.isnan(remote.loss).any()
+    assert not out.with_name("s.h5.partial").exists()
+
+
+DRIVER = """
+import sys, time, torch
+import lossatlas as la
+sys.path.insert(0, sys.argv[3])
+from tests.landscape.test_ray import slow_problem, grid
+from pathlib import Path
+grid(slow_problem(Path(sys.argv[2]), 0.1), ray=sys.argv[1], out=Path(sys.argv[2]) / "s.h5")
+"""
+
+
+def test_a_killed_driver_resumes_from_its_journal_with_or_without_ray(ray_address, tmp_path):
+    script = tmp_path / "driver.py"
+    script.write_text(DRIVER)
+    root = str(Path(__file__).resolve().parents[2])
+    driver = subprocess.Popen(
+        [sys.executable, str(script), ray_address, str(tmp_path), root], cwd=root
+    )
+    partial = tmp_path / "s.h5.partial"
+    deadline = time.monotonic() + 120
+    try:
+        while not partial.exists() or partial.stat().st_size < 400:  # a few chunks written
+            assert driver.poll() is None and time.monotonic() < deadline, "driver did not run"
+            time.sleep(0.05)
+    finally:
+        driver.send_signal(signal.SIGKILL)
+        driver.wait()
+    journal = Journal.resume(partial, grid(slow_problem(tmp_path, 0.0)).settings["key"])
+    saved = len(journal.done)
+    journal.close()
+    assert 0 < saved < 12
+    resumed = grid(slow_problem(tmp_path, 0.0), out=tmp_path / "s.h5")  # locally this time
+    assert resumed.provenance["chunks_resumed"] == saved
+    assert np.array_equal(resumed.loss, grid(slow_problem(tmp_path, 0.0)).loss)
+
+
+def test_the_cli_runs_digits_mlp_on_the_cluster_and_matches_the_local_run(ray_address, tmp_path):
+    common = ["surface", "digits-mlp", "--steps", "7", "--quiet"]
+    assert run_cli(*common, "--out", "local.h5", cwd=tmp_path).returncode == 0
+    proc = run_cli(*common, "--out", "ray.h5", "--ray", ray_address, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    local, remote = la.load(tmp_path / "local.h5"), la.load(tmp_path / "ray.h5")
+    # The CLI's local run uses every thread, each worker one: rounding may differ by threads.
+    np.testing.assert_allclose(remote.loss, local.loss, rtol=1e-6)
+    assert remote.provenance["ray"]["workers"] == 2
+
+
+def test_ray_mistakes_are_one_line_errors(tmp_path, monkeypatch):
+    problem = slow_problem(tmp_path, 0.0)
+    with pytest.raises(la.LossatlasError, match="ray= takes an address"):
+        grid(problem, ray=3)
+    with pytest.raises(la.LossatlasError, match="workers must be at least 1"):
+        la.RayOptions(workers=0)
+    proc = run_cli("surface", "linreg", "--ray-workers", "2", cwd=tmp_path)
+    assert proc.returncode == 2 and "need --ray ADDRESS" in proc.stderr
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
+    with pytest.raises(la.LossatlasError, match=r"pip install 'lossatlas\[ray\]'"):
+        grid(problem, ray="auto")
