@@ -40,8 +40,9 @@ class RayOptions:
         workers: actors to start (default: as many as the cluster's CPUs, or GPUs when
             `gpus_per_worker` is set, allow).
         cpus_per_worker: CPUs each actor reserves (and the torch threads it uses).
-        gpus_per_worker: GPUs each actor reserves; with GPUs the problem is moved to the
-            actor's GPU.
+        gpus_per_worker: GPUs each actor reserves. The Problem is evaluated on the device it
+            was built for: build it with `device="cuda"` for GPU workers (moving a CPU-built
+            problem onto a worker's GPU is not done).
         in_flight: chunks queued per actor, so an actor never waits for the driver.
     """
 
@@ -107,11 +108,8 @@ class _ChunkWorker:
         from lossatlas.core.engine import Evaluator
 
         torch.set_num_threads(max(1, threads))
-        options = dict(evaluator_options)
         problem, directions, center = build()
-        if options.pop("gpu", False) and torch.cuda.is_available():
-            problem = problem.to(torch.device("cuda"))
-        self.evaluator = Evaluator(problem, directions, center=center, **options)
+        self.evaluator = Evaluator(problem, directions, center=center, **evaluator_options)
 
     def evaluate(self, index: int, coeffs: np.ndarray) -> tuple[int, np.ndarray]:
         return index, chunk_values(self.evaluator(np.array(coeffs)))  # a writable copy
@@ -159,7 +157,7 @@ def evaluate_on_ray(
         max_restarts=0,  # a dead worker is replaced by the driver, and its chunks requeued:
         max_task_retries=0,  # Ray never reruns a chunk, so no chunk is ever written twice
     )
-    args = (build, {**evaluator_options, "gpu": bool(options.gpus_per_worker)})
+    args = (build, evaluator_options)
     threads = max(1, int(options.cpus_per_worker))
     began = time.perf_counter()
     actors = [actor_class.remote(*args, threads) for _ in range(n_workers)]
@@ -173,7 +171,7 @@ def evaluate_on_ray(
     queue = collections.deque(sorted(chunks))
     running: dict[Any, tuple[int, int, Any]] = {}  # task -> (chunk index, slot, its actor)
     load = [0] * n_workers
-    stats.update(workers=n_workers, requeued=0, replaced=0)  # after startup_seconds
+    stats.update(workers=n_workers, requeued=0, replaced=0)
     patience = 3 * n_workers * (options.in_flight + 1)  # deaths tolerated before giving up
     try:
         while queue or running:
