@@ -149,3 +149,26 @@ def test_ray_mistakes_are_one_line_errors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(la.LossatlasError, match=r"pip install 'lossatlas\[ray\]'"):
         grid(problem, ray="auto")
+
+
+def test_a_problem_the_workers_cannot_build_is_one_line(ray_address, tmp_path, monkeypatch):
+    driver = os.getpid()
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    data = (torch.randn(30, 3), torch.randn(30, 1))
+    never = la.Problem(model, lambda out, y: out.sum() * (1 // (os.getpid() == driver)), data)
+    with pytest.raises(
+        la.LossatlasError, match=r"could not build the problem: loss_fn fails .*ZeroDivisionError"
+    ):
+        grid(never, ray=ray_address)
+    # A loss from a module that only this process can import: the workers cannot unpickle it.
+    (tmp_path / "only_here.py").write_text(
+        "import torch\n\ndef loss(out, y):\n    return torch.nn.functional.mse_loss(out, y)\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    from only_here import loss  # type: ignore[import-not-found]
+
+    unbuildable = la.Problem(model, loss, data)
+    with pytest.raises(la.LossatlasError, match=r"could not build the problem: .*only_here"):
+        grid(unbuildable, ray=ray_address)

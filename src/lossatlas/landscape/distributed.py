@@ -121,7 +121,8 @@ class _ChunkWorker:
 def _cause(exc: Exception) -> str:
     """The last `SomeError: message` line of a Ray error's text (its remote traceback)."""
     lines = [line.strip() for line in str(exc).splitlines() if "Error" in line.split(":")[0]]
-    return lines[-1] if lines else one_line(exc)
+    cause = lines[-1] if lines else one_line(exc)
+    return cause.removeprefix(f"{LossatlasError.__module__}.{LossatlasError.__name__}: ")
 
 
 def chunk_values(chunk: Any) -> np.ndarray:
