@@ -172,3 +172,18 @@ def test_a_problem_the_workers_cannot_build_is_one_line(ray_address, tmp_path, m
     unbuildable = la.Problem(model, loss, data)
     with pytest.raises(la.LossatlasError, match=r"could not build the problem: .*only_here"):
         grid(unbuildable, ray=ray_address)
+
+
+def test_a_model_error_on_a_worker_mid_run_is_one_line(ray_address):
+    driver = os.getpid()
+
+    def fails_on_workers(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        if os.getpid() != driver and len(y) > 2:  # not in the probe (two samples): in a chunk
+            raise ValueError("the model broke on a worker")
+        return torch.nn.functional.mse_loss(out, y)
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    broken = la.Problem(model, fails_on_workers, (torch.randn(30, 3), torch.randn(30, 1)))
+    with pytest.raises(la.LossatlasError, match="a Ray worker failed: ValueError: the model broke"):
+        grid(broken, ray=ray_address)
