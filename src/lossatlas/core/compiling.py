@@ -25,7 +25,7 @@ import torch
 from lossatlas.errors import LossatlasError, LossatlasWarning, one_line
 
 # Eager seconds a run must have left for "auto" to compile. Measured break-evens with a cold
-# cache (bench/README.md): 45 s of eager work for a tiny GPT-2, 100 s for the digits MLP, about
+# cache (bench/README.md): 45 s of eager work for a tiny GPT-2, 80-100 s for the digits MLP, about
 # 5 min for ResNet-18 (compiled 8% faster).
 PAYS_AFTER_SECONDS = 120.0
 

@@ -300,6 +300,7 @@ class Evaluator:
             return list(vmap(self._per_point_slopes, in_dims=(0, None, None))(coeffs, x, y))
         sc = self.shortcut if self.plan.shortcut else None
         fixed, products = self.fixed, None
+        compiled = self.compilation.function  # the eager function unless compiling
         if sc is not None:
             products = sc.products(x, index if self.problem.in_memory else None)
             moving = {n: t for n, t in moving.items() if n not in sc.owned}
@@ -312,22 +313,19 @@ class Evaluator:
                     point = {n: t[i] for n, t in moving.items()}
                     rows.append(self._per_point(point, fixed, x, y))
                 elif sc is None:  # one point at a time: K stacked copies of a large model cost more
-                    rows.append(self._function("point", self._per_point_at)(c, fixed, x, y))
+                    rows.append(compiled("point", self._per_point_at)(c, fixed, x, y))
                 else:  # one point's pre-activation at a time keeps it in cache
                     pre = sc.combine(products, coeffs[i : i + 1])[0]
-                    fn = self._function("point-shortcut", self._per_point_shortcut_at)
+                    fn = compiled("point-shortcut", self._per_point_shortcut_at)
                     rows.append(fn(c, fixed, pre, x, y))
             return [torch.stack(col) for col in zip(*rows)]
         self.n_model_calls += 1
         if sc is None:
-            fn = self._function("vmap", vmap(self._per_point, in_dims=(0, None, None, None)))
+            fn = compiled("vmap", vmap(self._per_point, in_dims=(0, None, None, None)))
             return list(fn(moving, fixed, x, y))
         fn = vmap(self._per_point_shortcut, in_dims=(0, None, 0, None, None))
-        fn = self._function("vmap-shortcut", fn)
+        fn = compiled("vmap-shortcut", fn)
         return list(fn(moving, fixed, sc.combine(products, coeffs), x, y))
-
-    def _function(self, key: str, eager):
-        return self.compilation.function(key, eager)
 
     def __call__(self, coeffs: np.ndarray) -> ChunkResult:
         """Loss and metrics at `theta0 + C @ D` for each row of `coeffs` (shape (K, m))."""

@@ -152,6 +152,7 @@ def surface(
     if bn is not None:
         problem = problem.with_bn(bn)
     dirs = as_directions(problem, directions)
+    # A chunk's record: its losses, then each metric, then the slope along each direction.
     rows = 1 + len(problem.metrics) + (len(dirs) if slopes else 0)
     axes = grid_axes(steps, span, len(dirs), rows=rows)
     origin = as_center(problem, center)
@@ -171,7 +172,7 @@ def surface(
     run = functools.partial(
         _run, problem, dirs, axes, origin, settings, key, fingerprint, probed,
         memory_budget=memory_budget, path=path, chunk_size=chunk_size, slopes=bool(slopes),
-        compile=compile, quiet=quiet, ray=None if ray is None else as_ray_options(ray),
+        compile=compile, quiet=quiet, ray=None if ray is None else as_ray_options(ray), rows=rows,
     )  # fmt: skip
     if out is None:
         return run(None)
@@ -267,6 +268,7 @@ def _run(
     compile: bool | str,
     quiet: bool | None,
     ray: RayOptions | None,
+    rows: int,
 ) -> Surface:
     """The grid's values, chunk by chunk, recorded in the journal at `partial` if given."""
     ray_stats: dict[str, Any] = {}
@@ -283,8 +285,6 @@ def _run(
         probed=probed,
         compile=compile,
     )
-    # A chunk's record: its losses, then each metric, then the slope along each direction.
-    rows = 1 + len(problem.metrics) + (len(axes) if slopes else 0)
     n_points, size = math.prod(len(a) for a in axes), evaluator.plan.chunk_size
     n_chunks = math.ceil(n_points / size)
     if journal is None and partial is not None:
