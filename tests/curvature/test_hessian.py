@@ -9,6 +9,7 @@ from torch import nn
 from torch.nn import functional as F
 
 import lossatlas as la
+import lossatlas.curvature.operator as operator_module
 from lossatlas.curvature.operator import HessianOperator, select_params
 from tests.oracles.cases import build_case
 from tests.oracles.hessian import dense_hessian, planted_quadratic
@@ -113,6 +114,32 @@ def test_loss_gradient_and_metrics_at_an_offset():
     m = op.metrics(offset)
     assert m["loss"] == pytest.approx(float(ref.detach()), rel=1e-12)
     assert m["accuracy"] == pytest.approx(float((out.argmax(1) == case.y).double().mean()))
+
+
+@pytest.mark.parametrize(("budget", "cached"), [(None, True), (0, False)])
+def test_the_gradient_is_the_losss_gradient_kept_graphs_or_not(budget, cached):
+    case = build_case("cnn_bn")
+    problem = problem_of(case, batch=16)  # four batches: the kept graphs' gradients are summed
+    op = HessianOperator(problem, memory_budget=budget)
+    g = op.gradient()
+    model = case.model.double()
+    params = dict(model.named_parameters())
+    ref = nn.CrossEntropyLoss()(model(case.X.double()), case.y)
+    ref_g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(ref, list(params.values()))])
+    torch.testing.assert_close(g, ref_g, rtol=1e-10, atol=1e-12)
+    assert op.cached == cached and op.hvps == 0
+    dense = dense_hessian(case.model, nn.CrossEntropyLoss(), case.X, case.y)
+    torch.testing.assert_close(op.matvec(g), dense @ g, rtol=1e-10, atol=1e-12)
+
+
+def test_blocks_through_kept_graphs_stay_small(monkeypatch):
+    problem = problem_of(build_case("mlp"))
+    op = HessianOperator(problem, vectors_per_pass=32)
+    assert op.block_width() == 32  # a small model: whole blocks per call
+    monkeypatch.setattr(operator_module, "CACHED_BLOCK_BYTES", 3 * op.dim * 8)
+    assert op.block_width() == 3  # 3 of its vectors fill the block
+    uncached = HessianOperator(problem, vectors_per_pass=32, memory_budget=0)
+    assert uncached.block_width() == 32  # one pass pushes them all: width saves passes
 
 
 def test_the_users_model_is_untouched_and_bad_input_is_refused():

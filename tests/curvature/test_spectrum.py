@@ -9,7 +9,7 @@ from torch import nn
 
 import lossatlas as la
 from lossatlas.curvature.eigen import Eigen, hessian_directions, hessian_eigen, power_iteration
-from lossatlas.curvature.lanczos import gauss_quadrature, lanczos
+from lossatlas.curvature.lanczos import gauss_quadrature, lanczos, start_vector
 from lossatlas.curvature.operator import HessianOperator
 from tests.oracles.cases import build_case
 from tests.oracles.hessian import dense_hessian, planted_quadratic
@@ -155,6 +155,20 @@ def test_a_zero_hessian_is_reported_not_raised():
     assert eig.eigenvalues[0] == 0.0 and np.isnan(eig.eigenvalues[1])
     power = power_iteration(problem)
     assert power.eigenvalues[0] == 0.0 and power.converged[0] and power.hvps == 1
+
+
+def test_the_default_start_is_the_unit_gradient_plus_a_unit_gaussian():
+    problem, _ = case_problem("mlp")
+    op = HessianOperator(problem)
+    r = torch.randn(op.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    g = op.loss_and_grad()[1]
+    expected = (r / r.norm() + g / g.norm()).numpy()
+    np.testing.assert_allclose(start_vector(op, None, 3), expected, rtol=1e-12, atol=1e-15)
+    model, data, loss_fn, _ = planted_quadratic([0.0] * 5, seed=6)  # a flat loss: g = 0
+    flat = HessianOperator(la.Problem(model, loss_fn, data))
+    assert not flat.gradient().any()
+    r = torch.randn(flat.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
+    np.testing.assert_allclose(start_vector(flat, None, 3), (r / r.norm()).numpy(), rtol=1e-12)
 
 
 def test_deterministic_warm_start_and_params_subset():

@@ -157,7 +157,7 @@ def hessian_eigen(
     k: int = 1,
     *,
     which: str = "top",
-    tol: float = 1e-6,
+    tol: float = 1e-3,
     max_hvps: int | None = None,
     v0: Any = None,
     seed: int = 0,
@@ -183,14 +183,15 @@ def hessian_eigen(
     residual `r = ||H v - lambda v||` has an eigenvalue within `r`, and within `r^2 / gap` when
     no other eigenvalue is within `gap` of it (Kato-Temple; Parlett 1998, thm. 11.7.1), with
     the gap estimated from the other Ritz values (`lanczos.eigenvalue_bounds`). Lanczos stops
-    when every wanted value's bound is at most `tol * max(|lambda|, eps^(2/3))`: for
-    ResNet-18's `lambda_max`, `tol=1e-3` stopped after 14 products at a measured error of
-    1.3e-4, where a residual test would have needed 20; PyHessian's rule (the estimate changed
-    by less than 1e-3) stopped after 12 at 3.7e-3. ARPACK (Lehoucq, Sorensen & Yang 1998)
-    keeps the basis at `ncv` vectors by implicit restarts (Sorensen 1992) and applies the
-    stricter `r <= tol |lambda|`. Afterwards every pair is checked with explicit products:
-    `converged` means its bound, from the explicit residual, is at most
-    `10 tol max(|lambda|, eps^(2/3))` (the slack covers rounding in the products; in float32
+    when every wanted value's bound is at most `tol * max(|lambda|, eps^(2/3))`. The default
+    start is the gradient plus a Gaussian (`lanczos.start_vector`). For ResNet-18's
+    `lambda_max` the default `tol=1e-3` stopped after 11 products at a measured error of
+    2.0e-4 (a residual test from a Gaussian start needed 20); PyHessian's rule (the estimate
+    changed by less than 1e-3) stopped after 12 at 3.7e-3; `tol=1e-6` took 19 at 2.1e-7.
+    ARPACK (Lehoucq, Sorensen & Yang 1998) keeps the basis at `ncv` vectors by implicit
+    restarts (Sorensen 1992) and applies the stricter `r <= tol |lambda|`. Afterwards every
+    pair is checked with explicit products: `converged` means its bound, from the explicit
+    residual, is at most `10 tol max(|lambda|, eps^(2/3))` (the slack covers rounding in the products; in float32
     small eigenvalues may fail it, which is honest: they are not known to that accuracy);
     `settings["error_bounds"]` holds the bounds. `H v` is one block product after the solve,
     or, when Lanczos kept its products `H q_j` (while they fit its memory), their combination
@@ -202,11 +203,12 @@ def hessian_eigen(
         k: number of eigenpairs. `k == dim` computes the dense Hessian (dim products) instead.
         which: `"top"` (largest algebraic: `lambda_max`), `"bottom"` (smallest algebraic, the
             most negative) or `"magnitude"` (largest `|lambda|`).
-        tol: relative accuracy asked of the eigenvalues (see above).
+        tol: relative accuracy asked of the eigenvalues (see above); 1e-3 gives 2/lambda_max
+            (the largest stable learning rate) to 0.1%.
         max_hvps: budget of products for the solve (about; the k of the check come on top).
             If it runs out, converged pairs are returned, the rest are NaN, with a warning.
         v0: start vector (flat or `{name: tensor}`), e.g. a previous eigenvector to warm start;
-            default a Gaussian drawn with `seed`, so results are deterministic.
+            default the unit gradient plus a unit Gaussian drawn with `seed` (deterministic).
         seed: seed of the default start vector.
         ncv: Lanczos basis size (default SciPy's `max(2k + 1, 20)`, at most dim).
         **operator_options: passed to `HessianOperator` (`params`, `data`, `at`, `method`, ...).
@@ -305,8 +307,8 @@ def power_iteration(
         source: a `Problem` or a `HessianOperator`.
         tol: relative change of the Rayleigh quotient at which to stop.
         max_iter: most products.
-        seed: seed of the default Gaussian start vector.
-        v0: start vector (flat or `{name: tensor}`).
+        seed: seed of the default start vector's Gaussian.
+        v0: start vector (flat or `{name: tensor}`); default as in `hessian_eigen`.
         **operator_options: passed to `HessianOperator`.
     """
     op = as_operator(source, **operator_options)

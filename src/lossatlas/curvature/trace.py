@@ -129,8 +129,12 @@ def _gaussian(op: HessianOperator, generator: torch.Generator, k: int) -> torch.
 
 
 def _products(op: HessianOperator, rows: torch.Tensor) -> torch.Tensor:
-    """`H V` for `V` the transpose of `(k, dim)` rows: every column of `V` is contiguous."""
-    return op.matmat(rows.T)
+    """`H V` for `V` the transpose of `(k, dim)` rows (every column of `V` is contiguous), in
+    blocks of `op.block_width()` vectors."""
+    width = op.block_width()
+    if rows.shape[0] <= width:
+        return op.matmat(rows.T)
+    return torch.cat([op.matmat(rows[a : a + width].T) for a in range(0, len(rows), width)], 1)
 
 
 def _forms(rows: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
@@ -150,10 +154,10 @@ def _quadratic_forms(
     project: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """`g_i^T P H P g_i` for `m` Rademacher `g_i` (P the projection `project` of `(k, dim)`
-    rows, default I), `op.vectors_per_pass` vectors per data pass."""
-    values = []
-    for a in range(0, m, op.vectors_per_pass):
-        G = _rademacher(op, generator, min(op.vectors_per_pass, m - a))
+    rows, default I), `op.block_width()` vectors at a time."""
+    values, width = [], op.block_width()
+    for a in range(0, m, width):
+        G = _rademacher(op, generator, min(width, m - a))
         if project is not None:
             G = project(G)
         values.append(_forms(G, _products(op, G)))
