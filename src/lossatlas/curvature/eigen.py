@@ -179,24 +179,24 @@ def hessian_eigen(
 
     Lanczos (1950) builds an orthonormal basis of the Krylov space `span{v0, H v0, ...}` in
     which `H` is tridiagonal; its eigenvalues (Ritz values) converge first to the ends of the
-    spectrum. `tol` is the relative accuracy asked of the eigenvalues. A Ritz pair with
-    residual `r = ||H v - lambda v||` has an eigenvalue within `r`, and within `r^2 / gap` when
-    no other eigenvalue is within `gap` of it (Kato-Temple; Parlett 1998, thm. 11.7.1), with
-    the gap estimated from the other Ritz values (`lanczos.eigenvalue_bounds`). Lanczos stops
-    when every wanted value's bound is at most `tol * max(|lambda|, eps^(2/3))`. The default
-    start is the gradient plus a Gaussian (`lanczos.start_vector`). For ResNet-18's
-    `lambda_max` the default `tol=1e-3` stopped after 11 products at a measured error of
-    2.0e-4 (a residual test from a Gaussian start needed 20); PyHessian's rule (the estimate
-    changed by less than 1e-3) stopped after 12 at 3.7e-3; `tol=1e-6` took 19 at 2.1e-7.
-    ARPACK (Lehoucq, Sorensen & Yang 1998) keeps the basis at `ncv` vectors by implicit
-    restarts (Sorensen 1992) and applies the stricter `r <= tol |lambda|`. Afterwards every
-    pair is checked with explicit products: `converged` means its bound, from the explicit
-    residual, is at most `10 tol max(|lambda|, eps^(2/3))` (the slack covers rounding in the products; in float32
-    small eigenvalues may fail it, which is honest: they are not known to that accuracy);
-    `settings["error_bounds"]` holds the bounds. `H v` is one block product after the solve,
-    or, when Lanczos kept its products `H q_j` (while they fit its memory), their combination
-    `sum_j s_j H q_j`, which is `H v` by linearity and costs no product (`settings["check"]`
-    says which). The eigenvectors are accurate to about `r / gap` in angle.
+    spectrum. `tol` is the relative accuracy asked of the eigenvalues. A Ritz pair with residual
+    `r = ||H v - lambda v||` has an eigenvalue within `r`, and within `r^2 / gap` when no other
+    eigenvalue is within `gap` of it (Kato-Temple; Parlett 1998, thm. 11.7.1), with the gap
+    estimated from the other Ritz values (`lanczos.eigenvalue_bounds`). Lanczos stops when every
+    wanted value's bound is at most `tol * max(|lambda|, eps^(2/3))`. The default start is the
+    gradient plus a Gaussian (`lanczos.start_vector`). For ResNet-18's `lambda_max` the default
+    `tol=1e-3` stopped after 11 products at a measured error of 2.0e-4 (a residual test from a
+    Gaussian start needed 20); PyHessian's rule (the estimate changed by less than 1e-3) stopped
+    after 12 at 3.7e-3; `tol=1e-6` took 19 at 2.1e-7. ARPACK (Lehoucq, Sorensen & Yang 1998)
+    keeps the basis at `ncv` vectors by implicit restarts (Sorensen 1992) and applies the
+    stricter `r <= tol |lambda|`. Afterwards every pair is checked with explicit products:
+    `converged` means its bound, from the explicit residual, is at most `10 tol max(|lambda|,
+    eps^(2/3))` (the slack covers rounding in the products; in float32 small eigenvalues may
+    fail it, which is honest: they are not known to that accuracy); `settings["error_bounds"]`
+    holds the bounds. `H v` is one block product after the solve, or, when Lanczos kept its
+    products `H q_j` (while they fit its memory), their combination `sum_j s_j H q_j`, which is
+    `H v` by linearity and costs no product (`settings["check"]` says which). The eigenvectors
+    are accurate to about `r / gap` in angle.
 
     Args:
         source: a `Problem` or a `HessianOperator`.

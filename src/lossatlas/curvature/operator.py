@@ -320,8 +320,10 @@ class HessianOperator:
         total = torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         for leaves, grads, _ in self._graphs:
             total += torch.cat(
-                [(g if g is not None else torch.zeros_like(w)).detach().reshape(-1)
-                 for g, w in zip(grads, leaves)]
+                [
+                    (g if g is not None else torch.zeros_like(w)).detach().reshape(-1)
+                    for g, w in zip(grads, leaves)
+                ]
             )
         return total
 
