@@ -163,12 +163,13 @@ def test_the_default_start_is_the_unit_gradient_plus_a_unit_gaussian():
     r = torch.randn(op.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     g = op.loss_and_grad()[1]
     expected = (r / r.norm() + g / g.norm()).numpy()
-    np.testing.assert_allclose(start_vector(op, None, 3), expected, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(start_vector(op, None, 3).numpy(), expected, rtol=1e-12, atol=1e-15)
     model, data, loss_fn, _ = planted_quadratic([0.0] * 5, seed=6)  # a flat loss: g = 0
     flat = HessianOperator(la.Problem(model, loss_fn, data))
     assert not flat.gradient().any()
     r = torch.randn(flat.dim, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    np.testing.assert_allclose(start_vector(flat, None, 3), (r / r.norm()).numpy(), rtol=1e-12)
+    got = start_vector(flat, None, 3).numpy()
+    np.testing.assert_allclose(got, (r / r.norm()).numpy(), rtol=1e-12)
 
 
 def test_deterministic_warm_start_and_params_subset():

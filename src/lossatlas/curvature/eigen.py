@@ -316,7 +316,7 @@ def power_iteration(
     max_iter = check_count("max_iter", max_iter)
     start, hvps0 = time.perf_counter(), op.hvps
     work = basis_dtype(op)  # the products' own precision: no conversions per step
-    v = torch.from_numpy(start_vector(op, v0, seed)).to(op.device, work)
+    v = start_vector(op, v0, seed).to(op.device, work)
     v = v / norm(v)
     previous, converged, steps = None, False, 0
     for steps in range(1, max_iter + 1):  # noqa: B007 (the count is kept)

@@ -22,9 +22,9 @@ from lossatlas.curvature.operator import HessianOperator
 from lossatlas.errors import LossatlasError, check_count
 
 
-def start_vector(op: HessianOperator, v0: Any, seed: int) -> np.ndarray:
-    """`v0` (flat vector or `{name: tensor}`) as float64 NumPy; by default the unit gradient
-    plus a unit Gaussian drawn with `seed`.
+def start_vector(op: HessianOperator, v0: Any, seed: int) -> torch.Tensor:
+    """`v0` (flat vector or `{name: tensor}`) as a flat tensor in `basis_dtype(op)` on the
+    operator's device; by default the unit gradient plus a unit Gaussian drawn with `seed`.
 
     The gradient lies mostly in the top eigenspace of the Hessian (Gur-Ari, Roberts & Dyer
     2018, "Gradient Descent Happens in a Tiny Subspace"), so a start with it converges to
@@ -32,26 +32,26 @@ def start_vector(op: HessianOperator, v0: Any, seed: int) -> np.ndarray:
     keeps every eigenvector in the start (a zero gradient at a minimum, or the bottom of the
     spectrum). With cached gradient graphs the gradient is free; otherwise one gradient pass.
     """
+    dtype = basis_dtype(op)
     if v0 is None:
         gen = torch.Generator().manual_seed(int(seed))
-        v = torch.randn(op.dim, generator=gen, dtype=torch.float64).numpy()
-        v /= np.linalg.norm(v)
-        g = op.gradient().to("cpu", torch.float64).numpy()
-        size = float(np.linalg.norm(g))
+        v = torch.randn(op.dim, generator=gen, dtype=dtype).to(op.device)
+        v /= norm(v)
+        g = op.gradient().to(dtype)
+        size = norm(g)
         if math.isfinite(size) and size > 0:
-            v += g / size
+            v.add_(g, alpha=1 / size)
         return v
     if isinstance(v0, dict):
         missing = [n for n in op.names if n not in v0]
         if missing:
             raise LossatlasError(f"v0 lacks parameter {missing[0]!r}")
         v0 = op.flatten(v0)
-    if isinstance(v0, torch.Tensor):
-        v0 = v0.detach().to("cpu", torch.float64).numpy()
-    v = np.asarray(v0, dtype=np.float64).reshape(-1)
+    v = torch.as_tensor(np.asarray(v0) if not isinstance(v0, torch.Tensor) else v0.detach())
+    v = v.reshape(-1).to(op.device, dtype)
     if v.shape != (op.dim,):
-        raise LossatlasError(f"v0 has {v.size} entries, the operator has dim {op.dim}")
-    if not np.isfinite(v).all() or not np.any(v):
+        raise LossatlasError(f"v0 has {v.numel()} entries, the operator has dim {op.dim}")
+    if not bool(torch.isfinite(v).all()) or not bool(v.any()):
         raise LossatlasError("v0 must be finite and non-zero")
     return v
 
@@ -88,7 +88,7 @@ def lanczos(
         `alpha` (`(m',)` float64), `beta` (`(m' - 1,)` float64) and `Q` (`(dim, m')` float64
         tensor on the operator's device; None without re-orthogonalisation), `m' <= m`.
     """
-    v = torch.from_numpy(start_vector(op, v0, 0)).reshape(-1, 1)
+    v = start_vector(op, v0, 0).to("cpu", torch.float64).reshape(-1, 1)
     (alpha,), (beta,), Q = lanczos_columns(op, m, v, reorthogonalize=reorthogonalize)
     return alpha, beta, None if Q is None else Q[0, : len(alpha)].T
 
@@ -308,7 +308,7 @@ def lanczos_eigen(
     k: int,
     which: str,
     tol: float,
-    v0: np.ndarray,
+    v0: torch.Tensor,
     max_steps: int,
     memory: int | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
@@ -357,7 +357,7 @@ def lanczos_eigen(
     floor = np.finfo(np.float64).eps ** (2 / 3)
     dtype = basis_dtype(op)
     vector_bytes = op.dim * (torch.finfo(dtype).bits // 8)
-    q = torch.from_numpy(v0).to(op.device, dtype)
+    q = v0.to(op.device, dtype)
     q = q / norm(q)
     Q = _Rows(op.dim, dtype, op.device)
     W: _Rows | None = _Rows(op.dim, dtype, op.device)  # the products H q_j

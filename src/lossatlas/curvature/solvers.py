@@ -77,6 +77,8 @@ def arpack(op, k, which, tol, v, ncv, max_hvps) -> tuple[np.ndarray, np.ndarray,
         maxiter = max(1, (budget - ncv - 1) // (ncv - k))
     settings = {"solver": "arpack (scipy.sparse.linalg.eigsh)", "ncv": ncv, "maxiter": maxiter}
     A = op.as_linear_operator()
+    if isinstance(v, torch.Tensor):
+        v = v.to("cpu", torch.float64).numpy()
     try:
         values, vectors = eigsh(A, k=k, which=WHICH[which], tol=tol, v0=v, ncv=ncv, maxiter=maxiter)
     except ArpackNoConvergence as exc:  # only the pairs that met ARPACK's test come back
