@@ -11,6 +11,7 @@ from lossatlas import plot, problems, report
 from lossatlas.core import (
     Directions,
     Problem,
+    RayOptions,
     accuracy,
     as_directions,
     axis_directions,
@@ -63,7 +64,6 @@ from lossatlas.landscape import (
     PCA,
     InputSurface,
     PathLosses,
-    RayOptions,
     Surface,
     WeightRecorder,
     input_surface,

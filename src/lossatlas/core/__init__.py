@@ -4,6 +4,7 @@ and the engine that evaluates many points of weight space per pass over the data
 from __future__ import annotations
 
 from lossatlas.core.batches import token_count
+from lossatlas.core.cluster import RayOptions
 from lossatlas.core.directions import (
     Directions,
     as_directions,
@@ -21,6 +22,7 @@ __all__ = [
     "Evaluator",
     "Plan",
     "Problem",
+    "RayOptions",
     "accuracy",
     "as_directions",
     "axis_directions",

@@ -3,7 +3,6 @@ runs, training trajectories and their PCA planes, and landscapes over the input.
 
 from __future__ import annotations
 
-from lossatlas.landscape.distributed import RayOptions
 from lossatlas.landscape.grid import surface
 from lossatlas.landscape.inputs import InputSurface, input_surface
 from lossatlas.landscape.pca import PCA, PathLosses, path_losses, pca_directions
@@ -14,7 +13,6 @@ __all__ = [
     "PCA",
     "InputSurface",
     "PathLosses",
-    "RayOptions",
     "Surface",
     "WeightRecorder",
     "input_surface",

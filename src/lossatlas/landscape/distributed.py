@@ -1,128 +1,23 @@
-"""A surface's chunks evaluated by Ray actors: many processes, GPUs and machines, one journal.
+"""A surface's chunks evaluated on Ray actors (`core.cluster`): many processes, GPUs and
+machines, one journal.
 
-The driver (the process that called `surface(..., ray=...)`) plans the run as a local run
-would, then starts one actor per worker slot. Each actor builds an `Evaluator` once, from the
-Problem shipped with `ray.put` (or built by the CLI spec on the worker's machine) and the
-driver's `Plan`, so its chunks are cut and batched exactly as they would be locally. The
-driver keeps at most `in_flight` chunks queued per actor (`ray.wait`), and is the only writer
-of the journal and the result file: a chunk is written once, when its values arrive.
-
-Faults: an actor that dies (its process killed, its node lost) fails its tasks with a Ray
-actor error; the driver puts those chunks back in the queue and sends them to the other
-actors, and starts a new actor in the dead one's place. Ray itself neither restarts actors nor
-retries tasks (`max_restarts=0`, `max_task_retries=0`), so there is no doubt about which
-attempt's values were written. A killed driver leaves its journal; calling the
-same `surface` again (with `ray=` or without) computes only the missing chunks.
+The driver plans the run as a local run would. Each actor builds an `Evaluator` once, from the
+Problem shipped with `ray.put` (or built by a CLI spec on the worker's machine: `build`) and the
+driver's `Plan`, so its chunks are cut and batched exactly as they would be locally; the
+driver writes every chunk's values to the journal and the file when they arrive. A killed
+driver leaves its journal: calling the same `surface` again (with `ray=` or without) computes
+only the missing chunks.
 """
 
 from __future__ import annotations
 
-import collections
-import logging
-import os
-import time
+import functools
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from lossatlas.errors import LossatlasError, one_line
-
-
-@dataclass(frozen=True)
-class RayOptions:
-    """Where and how a run's chunks are evaluated on Ray.
-
-    Attributes:
-        address: the cluster (`"auto"`, `"host:port"`, `"ray://host:10001"`); None starts a
-            local Ray in this process.
-        workers: actors to start (default: as many as the cluster's CPUs, or GPUs when
-            `gpus_per_worker` is set, allow).
-        cpus_per_worker: CPUs each actor reserves (and the torch threads it uses).
-        gpus_per_worker: GPUs each actor reserves. The Problem is evaluated on the device it
-            was built for: build it with `device="cuda"` for GPU workers (moving a CPU-built
-            problem onto a worker's GPU is not done).
-        in_flight: chunks queued per actor, so an actor never waits for the driver.
-    """
-
-    address: str | None = "auto"
-    workers: int | None = None
-    cpus_per_worker: float = 1.0
-    gpus_per_worker: float = 0.0
-    in_flight: int = 2
-
-    def __post_init__(self) -> None:
-        if self.workers is not None and self.workers < 1:
-            raise LossatlasError(f"workers must be at least 1, got {self.workers}")
-        if self.cpus_per_worker <= 0 or self.gpus_per_worker < 0:
-            raise LossatlasError("cpus_per_worker must be positive and gpus_per_worker >= 0")
-        if self.in_flight < 1:
-            raise LossatlasError(f"in_flight must be at least 1, got {self.in_flight}")
-
-
-def as_ray_options(value: Any) -> RayOptions:
-    """`RayOptions` from an address string or `RayOptions`."""
-    if isinstance(value, RayOptions):
-        return value
-    if isinstance(value, str) and value.strip():
-        return RayOptions(address=value.strip())
-    raise LossatlasError(f"ray= takes an address such as 'auto' or RayOptions, got {value!r}")
-
-
-def import_ray() -> Any:
-    try:
-        import ray
-    except ImportError:
-        raise LossatlasError(
-            "ray= needs Ray: pip install 'lossatlas[ray]' (or pip install ray)"
-        ) from None
-    return ray
-
-
-def connect(options: RayOptions) -> Any:
-    """Ray, connected to the cluster of `options` (once per process)."""
-    ray = import_ray()
-    if not ray.is_initialized():
-        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-        try:
-            ray.init(
-                address=options.address or "local",
-                log_to_driver=False,
-                include_dashboard=False,
-                logging_level=logging.WARNING,
-            )
-        except Exception as exc:  # ConnectionError, a bad address, a version mismatch
-            raise LossatlasError(
-                f"cannot connect to the Ray cluster at {options.address!r}: {one_line(exc)}"
-            ) from None
-    return ray
-
-
-class _ChunkWorker:
-    """One actor: an `Evaluator` built once, evaluating chunks of coefficient rows."""
-
-    def __init__(self, build: Callable[[], Any], evaluator_options: dict, threads: int) -> None:
-        import torch
-
-        from lossatlas.core.engine import Evaluator
-
-        torch.set_num_threads(max(1, threads))
-        problem, directions, center = build()
-        self.evaluator = Evaluator(problem, directions, center=center, **evaluator_options)
-
-    def evaluate(self, index: int, coeffs: np.ndarray) -> tuple[int, np.ndarray]:
-        return index, chunk_values(self.evaluator(np.array(coeffs)))  # a writable copy
-
-    def pid(self) -> int:
-        return os.getpid()
-
-
-def _cause(exc: Exception) -> str:
-    """The last `SomeError: message` line of a Ray error's text (its remote traceback)."""
-    lines = [line.strip() for line in str(exc).splitlines() if "Error" in line.split(":")[0]]
-    cause = lines[-1] if lines else one_line(exc)
-    return cause.removeprefix(f"{LossatlasError.__module__}.{LossatlasError.__name__}: ")
+from lossatlas.core.cluster import RayOptions, run_on_ray
 
 
 def chunk_values(chunk: Any) -> np.ndarray:
@@ -133,73 +28,25 @@ def chunk_values(chunk: Any) -> np.ndarray:
     return np.concatenate(values)
 
 
+def _evaluator(build: Callable[[], tuple], evaluator_options: dict) -> Any:
+    from lossatlas.core.engine import Evaluator
+
+    problem, directions, center = build()
+    return Evaluator(problem, directions, center=center, **evaluator_options)
+
+
+def _evaluate(evaluator: Any, coeffs: np.ndarray) -> np.ndarray:
+    return chunk_values(evaluator(np.array(coeffs)))  # a writable copy of Ray's read-only array
+
+
 def evaluate_on_ray(
     options: RayOptions,
-    build: Callable[[], Any],
+    build: Callable[[], tuple],
     evaluator_options: dict,
     chunks: dict[int, np.ndarray],
     stats: dict[str, Any],
 ) -> Iterator[tuple[int, np.ndarray]]:
     """`(index, values)` for every chunk of `chunks` (`{index: coefficient rows}`), in the
-    order they finish, computed by Ray actors; chunks of an actor that dies are requeued.
-    `stats` receives the number of workers and of requeued chunks."""
-    ray = connect(options)
-    from ray.exceptions import RayActorError, RayTaskError
-
-    resources = ray.cluster_resources()
-    if options.gpus_per_worker:
-        slots = int(resources.get("GPU", 0) // options.gpus_per_worker)
-    else:
-        slots = int(resources.get("CPU", 1) // options.cpus_per_worker)
-    n_workers = max(1, min(options.workers or slots, len(chunks)))
-    actor_class = ray.remote(_ChunkWorker).options(
-        num_cpus=options.cpus_per_worker,
-        num_gpus=options.gpus_per_worker,
-        max_restarts=0,  # a dead worker is replaced by the driver, and its chunks requeued:
-        max_task_retries=0,  # Ray never reruns a chunk, so no chunk is ever written twice
-    )
-    args = (build, evaluator_options)
-    threads = max(1, int(options.cpus_per_worker))
-    began = time.perf_counter()
-    actors = [actor_class.remote(*args, threads) for _ in range(n_workers)]
-    try:  # every actor builds its evaluator first: a problem that cannot be built is one error
-        ray.get([actor.pid.remote() for actor in actors])
-        stats["startup_seconds"] = time.perf_counter() - began
-    except RayActorError as exc:
-        for actor in actors:
-            ray.kill(actor)
-        raise LossatlasError(f"a Ray worker could not build the problem: {_cause(exc)}") from None
-    queue = collections.deque(sorted(chunks))
-    running: dict[Any, tuple[int, int, Any]] = {}  # task -> (chunk index, slot, its actor)
-    load = [0] * n_workers
-    stats.update(workers=n_workers, requeued=0, replaced=0)
-    patience = 3 * n_workers * (options.in_flight + 1)  # deaths tolerated before giving up
-    try:
-        while queue or running:
-            for a in range(n_workers):
-                while queue and load[a] < options.in_flight:
-                    index = queue.popleft()
-                    task = actors[a].evaluate.remote(index, chunks[index])
-                    running[task], load[a] = (index, a, actors[a]), load[a] + 1
-            (done,), _ = ray.wait(list(running), num_returns=1)
-            index, a, actor = running.pop(done)
-            load[a] -= 1
-            try:
-                got, values = ray.get(done)
-            except RayActorError as exc:  # the actor died: its chunk goes back to the queue
-                stats["requeued"] += 1
-                if stats["requeued"] > patience:
-                    raise LossatlasError(
-                        f"Ray workers keep dying ({one_line(exc)}); giving up"
-                    ) from None
-                queue.appendleft(index)
-                if actor is actors[a]:  # the first of its lost chunks: a new worker
-                    actors[a] = actor_class.remote(*args, threads)
-                    stats["replaced"] += 1
-                continue
-            except RayTaskError as exc:  # the user's model or loss raised on the worker
-                raise LossatlasError(f"a Ray worker failed: {_cause(exc)}") from None
-            yield got, values
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    order they finish; `build()` returns `(problem, directions, center)` on the worker."""
+    setup = functools.partial(_evaluator, build, evaluator_options)
+    yield from run_on_ray(options, setup, _evaluate, chunks, stats)

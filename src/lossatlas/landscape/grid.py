@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lossatlas.core.cluster import RayOptions, as_ray_options
 from lossatlas.core.directions import Directions, as_center, as_directions
 from lossatlas.core.engine import Evaluator, probe
 from lossatlas.core.files import OutputLock
@@ -26,12 +27,7 @@ from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import __version__, versions
 from lossatlas.errors import LossatlasError, LossatlasWarning
-from lossatlas.landscape.distributed import (
-    RayOptions,
-    as_ray_options,
-    chunk_values,
-    evaluate_on_ray,
-)
+from lossatlas.landscape.distributed import chunk_values, evaluate_on_ray
 from lossatlas.landscape.journal import Journal
 from lossatlas.landscape.record import FORMAT_VERSION, Surface, load
 
@@ -172,7 +168,7 @@ def surface(
     run = functools.partial(
         _run, problem, dirs, axes, origin, settings, key, fingerprint, probed,
         memory_budget=memory_budget, path=path, chunk_size=chunk_size, slopes=bool(slopes),
-        compile=compile, quiet=quiet, ray=None if ray is None else as_ray_options(ray), rows=rows,
+        compile=compile, quiet=quiet, ray=as_ray_options(ray), rows=rows,
     )  # fmt: skip
     if out is None:
         return run(None)
