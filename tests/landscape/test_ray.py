@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import torch
 import lossatlas as la
 from lossatlas.landscape.journal import Journal
 from tests.support.cli import run_cli
+from tests.support.ray_faults import marking_mse, one_worker_killed, worker_pids
 
 pytest.importorskip("ray")
 
@@ -29,14 +29,9 @@ STEPS, CHUNK = (8, 6), 4  # 48 points in 12 chunks
 
 
 def slow_problem(folder: Path, delay: float) -> la.Problem:
-    """A small regression whose loss leaves the evaluating process's id in `folder` and
-    sleeps, so a run lasts long enough to be interrupted."""
-
-    def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        (folder / str(os.getpid())).touch()
-        time.sleep(delay)
-        return torch.nn.functional.mse_loss(out, y)
-
+    """A small regression whose loss marks `folder` with the evaluating process's id and
+    sleeps `delay` seconds (`marking_mse`)."""
+    loss = marking_mse(folder, delay)
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
     data = (torch.randn(30, 3), torch.randn(30, 1))
@@ -57,8 +52,7 @@ def test_a_ray_run_gives_the_local_grid(ray_address, tmp_path):
     stats = remote.provenance["ray"]
     assert stats["workers"] == 2 and stats["requeued"] == stats["replaced"] == 0
     assert stats["startup_seconds"] > 0
-    workers = {int(p.name) for p in tmp_path.iterdir() if p.name.isdigit()} - {os.getpid()}
-    assert len(workers) == 2  # both nodes' workers evaluated chunks
+    assert len(worker_pids(tmp_path)) == 2  # both nodes' workers evaluated chunks
     assert remote.settings["key"] == local.settings["key"]  # the same run: files interchange
 
 
@@ -66,25 +60,9 @@ def test_a_worker_killed_with_sigkill_loses_no_point(ray_address, tmp_path):
     marks = tmp_path / "pids"
     marks.mkdir()
     problem = slow_problem(marks, 0.4)
-    killed: list[int] = []
-
-    def kill_one_worker() -> None:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            pids = sorted(int(p.name) for p in marks.iterdir()) if marks.exists() else []
-            workers = [pid for pid in pids if pid != os.getpid()]
-            if workers:
-                time.sleep(0.5)  # let it take a few chunks first
-                os.kill(workers[0], signal.SIGKILL)
-                killed.append(workers[0])
-                return
-            time.sleep(0.05)
-
-    killer = threading.Thread(target=kill_one_worker)
-    killer.start()
     out = tmp_path / "s.h5"
-    remote = grid(problem, ray=la.RayOptions(address=ray_address, workers=2), out=out)
-    killer.join()
+    with one_worker_killed(marks) as killed:
+        remote = grid(problem, ray=la.RayOptions(address=ray_address, workers=2), out=out)
     assert killed, "no worker was killed"
     assert remote.provenance["ray"]["requeued"] >= 1 and remote.provenance["ray"]["replaced"] >= 1
     local = grid(slow_problem(tmp_path, 0.0))

@@ -26,21 +26,24 @@ Hayase, Srinivasa, "Git Re-Basin: Merging Models modulo Permutation Symmetries",
 
 from __future__ import annotations
 
+import functools
 import math
 import time
-from collections.abc import Mapping, Sequence
+import warnings
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
+from lossatlas.core.cluster import RayOptions, as_ray_options, run_on_ray
 from lossatlas.core.directions import Directions, as_center
 from lossatlas.core.engine import Evaluator, probe
 from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
-from lossatlas.errors import LossatlasError
+from lossatlas.errors import LossatlasError, LossatlasWarning
 from lossatlas.minima.model_args import (
     as_problem,
     buffers_differ,
@@ -302,6 +305,34 @@ def interpolate(
     return _interpolate(problem, a_, b_, t, labels, metric, memory_budget, problem.fingerprint())
 
 
+def _pair_context(*context: Any) -> tuple:
+    """What a Ray worker interpolates from: shipped once (`ray.put`) for all its pairs."""
+    return context
+
+
+def _pair_on_worker(context: tuple, pair: tuple[int, int]) -> Interpolation:
+    problem, checked, t, labels, metric, budget, fingerprint = context
+    i, j = pair
+    with warnings.catch_warnings():  # the driver warns about stale buffers, once
+        warnings.simplefilter("ignore", LossatlasWarning)
+        return _interpolate(
+            problem, checked[i], checked[j], t, (labels[i], labels[j]), metric, budget,
+            fingerprint,
+        )  # fmt: skip
+
+
+def _interpolations(
+    context: tuple, pairs: list[tuple[int, int]], ray: RayOptions | None, stats: dict
+) -> Iterator[tuple[tuple[int, int], Interpolation]]:
+    """Every pair's interpolation, here one after the other or on Ray as they finish."""
+    if ray is None:
+        for pair in pairs:
+            yield pair, _pair_on_worker(context, pair)
+        return
+    setup = functools.partial(_pair_context, *context)
+    yield from run_on_ray(ray, setup, _pair_on_worker, {pair: pair for pair in pairs}, stats)
+
+
 def barrier_matrix(
     problem: Problem,
     models: Sequence[Any] | Mapping[str, Any],
@@ -311,14 +342,21 @@ def barrier_matrix(
     metric: str | None = "error",
     memory_budget: int | str | None = None,
     quiet: bool | None = None,
+    ray: str | RayOptions | None = None,
 ) -> BarrierMatrix:
     """Loss (and error) barriers between every pair of N models, by N(N-1)/2 interpolations.
 
     Only pairs i < j are interpolated (`steps` points on [0, 1] each, as `interpolate` with no
     margin); (j, i) copies (i, j) and the diagonal is 0. `models` may be a dict keyed by name.
-    `endpoint_loss[i]` is model i's loss from the first pair that holds it.
+    `endpoint_loss[i]` is model i's loss from the first pair that holds it (the ends are
+    evaluated exactly, so every pair gives the same).
+
+    With `ray` (an address such as `"auto"`, or `RayOptions`) the pairs are interpolated by
+    Ray actors (`lossatlas.core.cluster`: the problem and models shipped once, the pairs of a
+    worker that dies requeued); `provenance["ray"]` counts workers, requeued pairs and
+    replaced workers. Needs `pip install 'lossatlas[ray]'`.
     """
-    problem = as_problem(problem)
+    problem, ray = as_problem(problem), as_ray_options(ray)
     listed = list(models.values()) if isinstance(models, Mapping) else list(models)
     n = len(listed)
     if n < 2:
@@ -332,12 +370,10 @@ def barrier_matrix(
     loss_b, error_b = np.zeros((n, n)), np.zeros((n, n))
     ends, end_errors = np.full(n, np.nan), np.full(n, np.nan)
     pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    context = (problem, checked, t, labels, metric, memory_budget, fingerprint)
+    ray_stats: dict[str, Any] = {}
     with progress(f"barriers of {n} models", len(pairs), quiet=quiet) as advance:
-        for i, j in pairs:
-            pair = (labels[i], labels[j])
-            r = _interpolate(
-                problem, checked[i], checked[j], t, pair, metric, memory_budget, fingerprint
-            )
+        for (i, j), r in _interpolations(context, pairs, ray, ray_stats):
             loss_b[i, j] = loss_b[j, i] = r.loss_barrier
             error_b[i, j] = error_b[j, i] = r.error_barrier if r.error is not None else np.nan
             for k, at in ((i, 0), (j, -1)):
@@ -353,6 +389,7 @@ def barrier_matrix(
         n_pairs=len(pairs), n_points=len(pairs) * len(t), n_model_calls=calls,
         seconds=time.perf_counter() - start, n_samples=problem.n_samples,
         data_fingerprint=fingerprint, device=str(problem.device), versions=versions(),
+        **({"ray": ray_stats} if ray is not None else {}),
     )  # fmt: skip
     has_error = r.error is not None  # the same for every pair
     return BarrierMatrix(
