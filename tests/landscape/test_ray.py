@@ -165,3 +165,47 @@ def test_a_model_error_on_a_worker_mid_run_is_one_line(ray_address):
     broken = la.Problem(model, fails_on_workers, (torch.randn(30, 3), torch.randn(30, 1)))
     with pytest.raises(la.LossatlasError, match="a Ray worker failed: ValueError: the model broke"):
         grid(broken, ray=ray_address)
+
+
+SPEC = """
+import os
+from pathlib import Path
+
+import torch
+import lossatlas as la
+
+
+def make():
+    (Path(__file__).parent / f"built-{os.getpid()}").touch()  # who built the problem
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 1))
+    g = torch.Generator().manual_seed(1)
+    data = (torch.randn(30, 3, generator=g), torch.randn(30, 1, generator=g))
+    return la.Problem(model, torch.nn.MSELoss(), data)
+"""
+
+
+def test_cli_workers_build_the_spec_themselves(ray_address, tmp_path):
+    (tmp_path / "spec.py").write_text(SPEC)
+    common = ["surface", "spec.py:make", "--steps", "5", "--quiet"]  # a path relative to cwd
+    assert run_cli(*common, "--out", "local.h5", cwd=tmp_path).returncode == 0
+    local_builders = set(tmp_path.glob("built-*"))
+    assert len(local_builders) == 1
+    proc = run_cli(*common, "--out", "ray.h5", "--ray", ray_address, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    ray_builders = set(tmp_path.glob("built-*")) - local_builders
+    assert len(ray_builders) == 3  # the driver, and each of the two workers
+    local, remote = la.load(tmp_path / "local.h5"), la.load(tmp_path / "ray.h5")
+    np.testing.assert_allclose(remote.loss, local.loss, rtol=1e-6)
+
+
+def test_workers_that_build_other_data_are_refused(ray_address, tmp_path):
+    problem = slow_problem(tmp_path, 0.0)
+
+    def other() -> la.Problem:
+        return la.Problem(
+            problem.module, torch.nn.MSELoss(), (torch.zeros(30, 3), torch.zeros(30, 1))
+        )
+
+    with pytest.raises(la.LossatlasError, match="holds other data than the driver's"):
+        grid(problem, ray=la.RayOptions(address=ray_address, build=other))

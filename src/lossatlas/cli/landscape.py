@@ -82,7 +82,7 @@ def surface(
 ) -> None:
     """The loss (and metrics) on a line or plane through the weights; resumable."""
     import lossatlas as la
-    from lossatlas.cli.spec import load_problem
+    from lossatlas.cli.spec import load_problem, spec_builder
 
     if dims not in (1, 2):
         raise LossatlasError(f"--dims must be 1 or 2, got {dims}")
@@ -95,9 +95,12 @@ def surface(
     if not low < high:
         raise LossatlasError(f"--span must go from low to high, got {span!r}")
     ray_options = None
-    if ray is not None:
+    if ray is not None:  # every worker builds the problem from the spec: data stays local
         ray_options = la.RayOptions(
-            address=ray, workers=ray_workers, gpus_per_worker=ray_gpus_per_worker
+            address=ray,
+            workers=ray_workers,
+            gpus_per_worker=ray_gpus_per_worker,
+            build=spec_builder(spec, weights),
         )
     elif ray_workers is not None or ray_gpus_per_worker:
         raise LossatlasError("--ray-workers and --ray-gpus-per-worker need --ray ADDRESS")

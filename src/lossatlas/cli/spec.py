@@ -8,8 +8,10 @@ is called without arguments. `--weights model.pt` loads a state dict with
 from __future__ import annotations
 
 import copy
+import functools
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from lossatlas.core.problem import Problem
@@ -30,6 +32,16 @@ def load_problem(spec: str, *, weights: str | Path | None = None) -> Problem:
             "or path/to/file.py:function"
         )
     return problem if weights is None else with_weights(problem, weights)
+
+
+def spec_builder(spec: str, weights: str | Path | None = None) -> Callable[[], Problem]:
+    """`load_problem` of `spec` as a picklable function for other processes (Ray workers),
+    with file paths made absolute (a worker's working directory is not the driver's)."""
+    if spec not in PROBLEMS and ":" in spec:
+        file, _, name = spec.rpartition(":")
+        spec = f"{Path(file).resolve()}:{name}"
+    weights = None if weights is None else Path(weights).resolve()
+    return functools.partial(load_problem, spec, weights=weights)
 
 
 def _from_file(spec: str) -> Problem:

@@ -41,6 +41,10 @@ class RayOptions:
             was built for: build it with `device="cuda"` for GPU workers (moving a CPU-built
             problem onto a worker's GPU is not done).
         in_flight: tasks queued per actor, so an actor never waits for the driver.
+        build: a picklable function that builds the Problem on each worker instead of
+            shipping the driver's (so data can stay on the workers' machines; the CLI passes
+            its spec this way). It must build the same problem: a worker whose data
+            fingerprint differs from the driver's stops the run with one line.
     """
 
     address: str | None = "auto"
@@ -48,6 +52,7 @@ class RayOptions:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 0.0
     in_flight: int = 2
+    build: Callable[[], Any] | None = None
 
     def __post_init__(self) -> None:
         if self.workers is not None and self.workers < 1:
@@ -65,6 +70,36 @@ def as_ray_options(value: Any) -> RayOptions | None:
     if isinstance(value, str) and value.strip():
         return RayOptions(address=value.strip())
     raise LossatlasError(f"ray= takes an address such as 'auto' or RayOptions, got {value!r}")
+
+
+def problem_on_worker(options: RayOptions, problem: Any) -> Any:
+    """The driver's `problem` (shipped), or the one `options.build` makes on the worker after
+    checking that it holds the same data (call on the worker)."""
+    if options.build is None:
+        return problem
+    built = options.build()
+    if built.fingerprint() != problem.fingerprint():
+        raise LossatlasError(
+            "the problem built on a Ray worker holds other data than the driver's (data "
+            f"fingerprint {built.fingerprint()[:12]} vs {problem.fingerprint()[:12]})"
+        )
+    return built
+
+
+def shipped_problem(options: RayOptions, problem: Any) -> Any:
+    """What to ship for `problem_on_worker`: the problem, or only its fingerprint when the
+    workers build their own."""
+    return problem if options.build is None else _Fingerprint(problem.fingerprint())
+
+
+@dataclass(frozen=True)
+class _Fingerprint:
+    """A stand-in for a problem that the workers build: only its data fingerprint travels."""
+
+    value: str
+
+    def fingerprint(self) -> str:
+        return self.value
 
 
 def import_ray() -> Any:

@@ -14,22 +14,22 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
+from lossatlas.core.cluster import RayOptions, as_ray_options
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
+from lossatlas.curvature.distributed import RayBlocks, seeded_tasks
 from lossatlas.curvature.eigen import Source
 from lossatlas.curvature.lanczos import gauss_quadrature, lanczos_columns
-from lossatlas.curvature.operator import as_operator
+from lossatlas.curvature.operator import HessianOperator, as_operator
 from lossatlas.curvature.solvers import lanczos_memory
 from lossatlas.errors import LossatlasError, check_count, check_positive
-
-if TYPE_CHECKING:
-    pass
 
 
 def _check_grid(grid: Any) -> np.ndarray:
@@ -52,7 +52,9 @@ class Density:
         weights: `(n_vectors, m)` squared first components `tau^2`; every row sums to 1.
         hvps: Hessian-vector products used.
         seconds: wall-clock time.
-        settings: n_vectors, steps, seed, start vectors, dim and the operator's settings.
+        settings: n_vectors, steps, seed, start vectors, dim and the operator's settings;
+            after a run with `ray=`, also `ray` (workers, requeued, replaced, startup_seconds,
+            pools).
         versions: package versions.
         sigma, grid: defaults for `density` (None: chosen from the Ritz values).
     """
@@ -136,6 +138,7 @@ def spectral_density(
     reorthogonalize: bool = True,
     block: int | None = None,
     quiet: bool | None = None,
+    ray: str | RayOptions | None = None,
     **operator_options: Any,
 ) -> Density:
     """The Hessian's eigenvalue density by stochastic Lanczos quadrature (SLQ).
@@ -158,15 +161,31 @@ def spectral_density(
             memory; `block` is lowered to fit `solvers.lanczos_memory`, a one-line error if one
             vector's `steps` do not fit).
         block: vectors run side by side (default: `n_vectors`, at most the operator's
-            `vectors_per_pass`); the result does not depend on it beyond rounding.
+            `vectors_per_pass`; with `ray=`, `n_vectors` spread over the `in_flight` tasks of
+            every worker, at most that); the result does not depend on it beyond rounding.
         quiet: progress bar over products off (default: the LOSSATLAS_QUIET environment variable).
+        ray: run the Lanczos processes on a Ray cluster: its address (`"auto"`, `"host:port"`)
+            or `RayOptions`. Each task is one `block` of start vectors: the worker gets the
+            state of the seeded generator before the block's first vector, draws the vectors
+            itself (the ones a local run draws) and returns their Lanczos coefficients; the
+            quadrature is done here. The same result as a local run to rounding; a dead
+            worker's blocks are requeued. Every worker builds the operator once (a
+            `HessianOperator` source is rebuilt from `op.problem` and its options, see
+            `hessian_trace`); the memory check above uses this machine's memory.
+            `settings["ray"]` records the pool. Needs `pip install 'lossatlas[ray]'`.
         **operator_options: passed to `HessianOperator` (`params`, `data`, `at`, ...).
     """
+    options = as_ray_options(ray)
     op = as_operator(source, **operator_options)
     n_vectors, steps = check_count("n_vectors", n_vectors), check_count("steps", steps)
     sigma = None if sigma is None else check_positive("sigma", sigma)
     grid = None if grid is None else _check_grid(grid)
-    block = min(n_vectors, op.vectors_per_pass) if block is None else check_count("block", block)
+    remote = None if options is None else RayBlocks(options, op)
+    if block is None:
+        most = min(n_vectors, op.vectors_per_pass)
+        block = most if remote is None else remote.block_size(n_vectors, most)
+    else:
+        block = check_count("block", block)
     m = min(steps, op.dim)
     if reorthogonalize:  # each running vector keeps m float64 basis vectors
         per_vector, budget = m * op.dim * 8, lanczos_memory(op)
@@ -179,15 +198,23 @@ def spectral_density(
         block = min(block, budget // per_vector)
     start, hvps0 = time.perf_counter(), op.hvps
     gen = torch.Generator().manual_seed(int(seed))
-    starts = [torch.randint(0, 2, (op.dim,), generator=gen) * 2.0 - 1 for _ in range(n_vectors)]
     nodes, weights = np.full((n_vectors, m), np.nan), np.zeros((n_vectors, m))
+
+    def record(first: int, coefficients: tuple[list, list]) -> None:
+        for i, (alpha, beta) in enumerate(zip(*coefficients), start=first):
+            theta, tau2 = gauss_quadrature(np.asarray(alpha), np.asarray(beta))
+            nodes[i, : len(theta)], weights[i, : len(theta)] = theta, tau2
+
     with progress("spectral density (products)", n_vectors * m, quiet=quiet) as advance:
-        for first in range(0, n_vectors, block):
-            V0 = torch.stack(starts[first : first + block], dim=1).double()
-            run = lanczos_columns(op, m, V0, reorthogonalize=reorthogonalize, advance=advance)
-            for i, (alpha, beta) in enumerate(zip(*run[:2]), start=first):
-                theta, tau2 = gauss_quadrature(alpha, beta)
-                nodes[i, : len(theta)], weights[i, : len(theta)] = theta, tau2
+        if remote is None:
+            for first in range(0, n_vectors, block):
+                count = min(block, n_vectors - first)
+                record(first, _lanczos_block(op, gen, count, m, reorthogonalize, advance))
+        else:
+            tasks = seeded_tasks(gen, n_vectors, block, _skip_starts(op.dim), (m, reorthogonalize))
+            for i, done in remote.run(_lanczos_block, tasks):
+                record(i * block, done.value)
+                advance(done.hvps)
     settings = {
         "n_vectors": n_vectors,
         "steps": m,
@@ -196,9 +223,42 @@ def spectral_density(
         "reorthogonalize": bool(reorthogonalize),
         "block": block,
         "dim": op.dim,
-        "operator": op.settings,
+        "operator": op.settings if remote is None else {**op.settings, **remote.operator},
         "sigma": sigma,
         "grid": None if grid is None else f"{grid.size} points in [{grid[0]:g}, {grid[-1]:g}]",
     }
-    seconds, hvps = time.perf_counter() - start, op.hvps - hvps0
+    if remote is not None:
+        settings["ray"] = remote.stats
+    seconds = time.perf_counter() - start
+    hvps = op.hvps - hvps0 if remote is None else remote.hvps
     return Density(nodes, weights, hvps, seconds, settings, versions(), sigma, grid)
+
+
+def _start(generator: torch.Generator, dim: int) -> torch.Tensor:
+    """The next Rademacher start vector: `torch.randint(0, 2, (dim,)) * 2.0 - 1`."""
+    return torch.randint(0, 2, (dim,), generator=generator) * 2.0 - 1
+
+
+def _skip_starts(dim: int) -> Callable[[torch.Generator, int], None]:
+    """`skip(generator, k)`: draw and drop `k` start vectors (for `seeded_tasks`)."""
+
+    def skip(generator: torch.Generator, k: int) -> None:
+        for _ in range(k):
+            _start(generator, dim)
+
+    return skip
+
+
+def _lanczos_block(
+    op: HessianOperator,
+    generator: torch.Generator,
+    count: int,
+    m: int,
+    reorthogonalize: bool,
+    advance: Callable[[int], Any] | None = None,
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Lanczos coefficients `(alphas, betas)` from the next `count` start vectors of
+    `generator`, side by side: one block, here or on a Ray worker."""
+    V0 = torch.stack([_start(generator, op.dim) for _ in range(count)], dim=1).double()
+    alphas, betas, _ = lanczos_columns(op, m, V0, reorthogonalize=reorthogonalize, advance=advance)
+    return alphas, betas

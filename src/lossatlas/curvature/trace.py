@@ -24,6 +24,11 @@ vector is contiguous, and the quadratic forms are the diagonal of one block prod
 outside the products touches float64 copies of model-sized vectors, and Hutch++'s basis comes
 from CholeskyQR2 (see `_orthonormal`) rather than a Householder QR of the whole sketch.
 
+With `ray=`, the blocks of products run on Ray actors (`curvature.distributed`): a block is
+sent as the generator's state before its first row, and the worker draws the rows itself, so the
+probes are the local run's and so, to rounding, are the forms and the estimate. Hutch++ needs
+two pools of actors, as `Q` depends on all of `H S`: the sketch, then `H Q` with the residual.
+
 The 95% interval is `estimate +- t stderr` with `t` the 97.5% quantile of Student's t with
 `n - 1` degrees of freedom for `n` averaged quadratic forms: the normal interval (`t -> 1.96`
 for large `n`) with the allowance for a standard deviation estimated from few samples (with the
@@ -42,6 +47,7 @@ References:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -50,9 +56,11 @@ from typing import Any
 
 import torch
 
+from lossatlas.core.cluster import RayOptions, as_ray_options
 from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
+from lossatlas.curvature.distributed import RayBlocks, seeded_tasks
 from lossatlas.curvature.lanczos import dot_products, float64_device
 from lossatlas.curvature.operator import HessianOperator, as_operator
 from lossatlas.errors import LossatlasError
@@ -76,7 +84,9 @@ class Trace:
         method: `"hutch++"` or `"hutchinson"`.
         seed: the seed of the random vectors.
         low_rank: Hutch++ only: `tr(Q^T H Q)`, the exactly computed part; `rank` the columns of Q.
-        settings: the operator's settings (parameters, data, dtype, ...).
+        settings: the operator's settings (parameters, data, dtype, ...); after a run with
+            `ray=`, also `ray`: workers, requeued and replaced tasks, start-up seconds and the
+            actor pools started (see `hessian_trace`).
         versions: lossatlas, torch, numpy and Python versions.
     """
 
@@ -107,25 +117,51 @@ class Trace:
         }
 
 
+def _bits(row: torch.Tensor, generator: torch.Generator) -> None:
+    """Fill `row` with 0s and 1s: `torch.randint(0, 2, (dim,), generator=generator)`'s draws,
+    in place, without an int64 vector."""
+    row.random_(0, 2, generator=generator)
+
+
+def _normals(row: torch.Tensor, generator: torch.Generator) -> None:
+    """Fill `row` with standard normals (`torch.randn(dim, generator=generator)` in its dtype)."""
+    row.normal_(generator=generator)
+
+
 def _rademacher(op: HessianOperator, generator: torch.Generator, k: int) -> torch.Tensor:
     """A `(k, dim)` block of random signs in the operator's dtype, row by row.
 
-    Row `i` holds `2 torch.randint(0, 2, (dim,), generator=generator) - 1` (drawn into the
-    row in place, without an int64 vector), so the signs do not depend on block sizes.
+    Row `i` holds `2 torch.randint(0, 2, (dim,), generator=generator) - 1` (`_bits`), so the
+    signs do not depend on block sizes.
     """
     rows = torch.empty(k, op.dim, dtype=op.dtype)
     for row in rows:
-        row.random_(0, 2, generator=generator)
+        _bits(row, generator)
     return rows.mul_(2).sub_(1).to(op.device)
 
 
 def _gaussian(op: HessianOperator, generator: torch.Generator, k: int) -> torch.Tensor:
     """A `(k, dim)` block of standard normal entries, drawn row by row in the operator's
-    dtype (`torch.randn(dim, generator=generator, dtype=op.dtype)` per row)."""
+    dtype (`_normals`)."""
     rows = torch.empty(k, op.dim, dtype=op.dtype)
     for row in rows:
-        row.normal_(generator=generator)
+        _normals(row, generator)
     return rows.to(op.device)
+
+
+def _skip(
+    dim: int,
+    dtype: torch.dtype,
+    fill: Callable[[torch.Tensor, torch.Generator], None],
+    generator: torch.Generator,
+    k: int,
+) -> None:
+    """Advance `generator` past `k` rows that `fill` would draw (`_rademacher` with `_bits`,
+    `_gaussian` with `_normals`): one reused CPU row of the same size and dtype consumes the
+    same random numbers, so the next row drawn is the one a local run would draw next."""
+    row = torch.empty(dim, dtype=dtype)
+    for _ in range(k):
+        fill(row, generator)
 
 
 def _products(op: HessianOperator, rows: torch.Tensor) -> torch.Tensor:
@@ -146,23 +182,65 @@ def _forms(rows: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
     return torch.diagonal(dot_products(rows, products)).cpu()
 
 
+def _deflate(G: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
+    """`(I - Q^T Q)` applied to the rows of `G`, in place (`Q`: orthonormal rows)."""
+    return G.addmm_(dot_products(G, Q.T).to(G.device, G.dtype), Q, alpha=-1)
+
+
+def _residual_forms(
+    op: HessianOperator, generator: torch.Generator, k: int, Q: torch.Tensor | None = None
+) -> torch.Tensor:
+    """`g_i^T P H P g_i` for the next `k` Rademacher rows `g_i` of `generator` (`P = I - Q^T Q`,
+    or I without `Q`): one block of Hutchinson's quadratic forms, here or on a Ray worker."""
+    G = _rademacher(op, generator, k)
+    if Q is not None:
+        G = _deflate(G, Q)
+    return _forms(G, _products(op, G))
+
+
+def _sketch(op: HessianOperator, generator: torch.Generator, k: int) -> torch.Tensor:
+    """`H S` for the next `k` Gaussian rows of `generator` (Hutch++'s sketch), `(dim, k)`."""
+    return _products(op, _gaussian(op, generator, k))
+
+
+def _basis_forms(
+    op: HessianOperator, generator: torch.Generator | None, Q: torch.Tensor, a: int, b: int
+) -> torch.Tensor:
+    """`q_i^T H q_i` for the rows `a:b` of `Q` (the generator is not used)."""
+    return _forms(Q[a:b], _products(op, Q[a:b]))
+
+
 def _quadratic_forms(
     op: HessianOperator,
     generator: torch.Generator,
     m: int,
     advance: Callable[[int], Any],
-    project: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    Q: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """`g_i^T P H P g_i` for `m` Rademacher `g_i` (P the projection `project` of `(k, dim)`
-    rows, default I), `op.block_width()` vectors at a time."""
+    """`g_i^T P H P g_i` for `m` Rademacher `g_i` (`P = I - Q^T Q`, or I without `Q`),
+    `op.block_width()` vectors at a time."""
     values, width = [], op.block_width()
     for a in range(0, m, width):
-        G = _rademacher(op, generator, min(width, m - a))
-        if project is not None:
-            G = project(G)
-        values.append(_forms(G, _products(op, G)))
-        advance(G.shape[0])
+        values.append(_residual_forms(op, generator, min(width, m - a), Q))
+        advance(len(values[-1]))
     return torch.cat(values)
+
+
+def _quadratic_forms_on_ray(
+    op: HessianOperator,
+    generator: torch.Generator,
+    m: int,
+    advance: Callable[[int], Any],
+    remote: RayBlocks,
+) -> torch.Tensor:
+    """`_quadratic_forms` (without `Q`) in blocks on Ray workers that draw the same rows."""
+    skip = functools.partial(_skip, op.dim, op.dtype, _bits)
+    tasks = seeded_tasks(generator, m, remote.block_size(m, op.block_width()), skip)
+    got = {}
+    for key, block in remote.run(_residual_forms, tasks):
+        got[key] = block.value
+        advance(len(block.value))
+    return torch.cat([got[i] for i in sorted(got)])
 
 
 def _check(n_vectors: int, method: str) -> None:
@@ -183,6 +261,7 @@ def hessian_trace(
     method: str = "hutch++",
     seed: int = 0,
     quiet: bool | None = None,
+    ray: str | RayOptions | None = None,
     **operator_options: Any,
 ) -> Trace:
     """Estimate the trace of the loss Hessian with Hutch++ or Hutchinson.
@@ -196,38 +275,62 @@ def hessian_trace(
         method: `"hutch++"` (default) or `"hutchinson"`.
         seed: seed of the random vectors (the result is reproducible given it).
         quiet: hide the progress bar (default: the LOSSATLAS_QUIET environment variable).
+        ray: compute the products on a Ray cluster: its address (`"auto"`, `"host:port"`) or
+            `RayOptions`. Every worker builds the operator once (from a Problem with
+            `operator_options`, or, for a `HessianOperator` source, an equivalent operator
+            rebuilt from `op.problem` and the operator's own options: point, parameters, data
+            selection, method, memory budget; `lossatlas.curvature.distributed`). Each phase's
+            vectors are cut into blocks (`in_flight` per worker, at most the local block
+            width); the driver sends each block as the state of the seeded generator before
+            its first row, and the worker draws the rows itself, so the probes, and hence the
+            estimate, the per-probe forms and the product count, are a local run's (to
+            rounding). Hutch++ starts two pools of actors: `H S` first; then, after `Q` is
+            computed here and put once in Ray's object store, `H Q` and the residual. A worker
+            that dies loses nothing: its blocks are requeued and drawn again. Products are
+            counted in `Trace.hvps`, not on `source`'s counter; `settings["ray"]` records the
+            pools (workers, requeued, replaced, startup_seconds, pools). Needs
+            `pip install 'lossatlas[ray]'`.
         **operator_options: `HessianOperator` options (`params`, `data`, `at`, `method`, ...).
 
     Returns:
         A `Trace` with the estimate, standard error, 95% interval and provenance.
 
     Raises:
-        LossatlasError: bad `n_vectors` or `method`, or a bad operator option.
+        LossatlasError: bad `n_vectors`, `method` or `ray`, a bad operator option, or a Ray
+            cluster that cannot be reached or whose workers fail.
     """
     _check(n_vectors, method)
+    options = as_ray_options(ray)
     op = as_operator(source, **operator_options)
     start, hvps0 = time.perf_counter(), op.hvps
+    remote = None if options is None else RayBlocks(options, op)
     generator = torch.Generator().manual_seed(seed)
     low_rank, rank = None, None
     with progress(f"trace ({method})", n_vectors, quiet=quiet) as advance:
         if method == "hutchinson":
-            forms = _quadratic_forms(op, generator, n_vectors, advance)
+            if remote is None:
+                forms = _quadratic_forms(op, generator, n_vectors, advance)
+            else:
+                forms = _quadratic_forms_on_ray(op, generator, n_vectors, advance, remote)
             estimate = float(forms.mean())
         else:
-            estimate, forms, low_rank, rank = _hutchpp(op, generator, n_vectors, advance)
+            estimate, forms, low_rank, rank = _hutchpp(op, generator, n_vectors, advance, remote)
     estimate, stderr, half = _summary(estimate, forms)
+    settings = op.settings
+    if remote is not None:  # how the workers' operators ran, and the pool
+        settings = {**settings, **remote.operator, "ray": remote.stats}
     return Trace(
         estimate=estimate,
         stderr=stderr,
         ci=(estimate - half, estimate + half),
         n_vectors=n_vectors,
-        hvps=op.hvps - hvps0,
+        hvps=op.hvps - hvps0 if remote is None else remote.hvps,
         seconds=time.perf_counter() - start,
         method=method,
         seed=seed,
         low_rank=low_rank,
         rank=rank,
-        settings=op.settings,
+        settings=settings,
         versions=versions(),
     )
 
@@ -295,25 +398,78 @@ def _gram(A: torch.Tensor) -> torch.Tensor:
 
 
 def _hutchpp(
-    op: HessianOperator, generator: torch.Generator, m: int, advance: Callable[[int], Any]
+    op: HessianOperator,
+    generator: torch.Generator,
+    m: int,
+    advance: Callable[[int], Any],
+    remote: RayBlocks | None = None,
 ) -> tuple[float, torch.Tensor, float, int]:
     """Hutch++ (Meyer et al. 2021, Algorithm 1): estimate, residual quadratic forms,
     `tr(Q^T H Q)` and the rank of Q."""
     k = m // 3
-    S = _gaussian(op, generator, k)
-    HS = _products(op, S)
-    del S
+    HS = _sketch(op, generator, k) if remote is None else _sketch_on_ray(op, generator, k, remote)
     advance(k)
     Q = _orthonormal(HS)  # rows: an orthonormal basis of range(H S), at most dim of them
     del HS
-    low_rank = float(_forms(Q, _products(op, Q)).sum())
-    advance(k)
-    if Q.shape[0] >= op.dim:  # Q Q^T = I: the trace is exact and the residual is zero
+    # Q Q^T = I when Q has dim rows: the trace is exact and the residual zero (no products)
+    r = 0 if Q.shape[0] >= op.dim else m - 2 * k
+    if remote is None:
+        low_rank = float(_basis_forms(op, None, Q, 0, Q.shape[0]).sum())
+        advance(k)
+        forms = _quadratic_forms(op, generator, r, advance, Q) if r else None
+    else:  # H Q and the residual in one pool: both need only Q
+        low_rank, forms = _basis_and_residual_on_ray(op, generator, Q, r, remote, advance)
+        advance(k - Q.shape[0])
+    if forms is None:
         advance(m - 2 * k)
         return low_rank, torch.zeros(0, dtype=torch.float64), low_rank, Q.shape[0]
-
-    def deflate(G: torch.Tensor) -> torch.Tensor:  # (I - Q^T Q) on rows, in place
-        return G.addmm_(dot_products(G, Q.T).to(G.device, G.dtype), Q, alpha=-1)
-
-    forms = _quadratic_forms(op, generator, m - 2 * k, advance, deflate)
     return low_rank + float(forms.mean()), forms, low_rank, Q.shape[0]
+
+
+def _sketch_on_ray(
+    op: HessianOperator, generator: torch.Generator, k: int, remote: RayBlocks
+) -> torch.Tensor:
+    """Hutch++'s `H S` from Ray workers that draw the Gaussian rows of `S` themselves."""
+    skip = functools.partial(_skip, op.dim, op.dtype, _normals)
+    tasks = seeded_tasks(generator, k, remote.block_size(k, op.block_width()), skip)
+    got = {key: block.value for key, block in remote.run(_sketch, tasks)}
+    return torch.cat([got[i] for i in sorted(got)], 1).to(op.device)
+
+
+def _basis_and_residual_on_ray(
+    op: HessianOperator,
+    generator: torch.Generator,
+    Q: torch.Tensor,
+    r: int,
+    remote: RayBlocks,
+    advance: Callable[[int], Any],
+) -> tuple[float, torch.Tensor | None]:
+    """`tr(Q^T H Q)` and the `r` deflated residual forms (None if `r` is 0), in one pool of Ray
+    workers: both need only `Q`, which goes once to the object store."""
+    shared, width = remote.share(Q.cpu()), op.block_width()
+    size = remote.block_size(Q.shape[0], width)
+    tasks: dict[tuple[str, int], tuple] = {
+        ("basis", a): (None, (shared, a, min(a + size, Q.shape[0])))
+        for a in range(0, Q.shape[0], size)
+    }
+    if r:
+        skip = functools.partial(_skip, op.dim, op.dtype, _bits)
+        residual = seeded_tasks(generator, r, remote.block_size(r, width), skip, (shared,))
+        tasks.update({("residual", i): task for i, task in residual.items()})
+    got = {}
+    for key, block in remote.run(_residual_or_basis, tasks):
+        got[key] = block.value
+        advance(len(block.value))
+    low_rank = float(torch.cat([got[key] for key in sorted(got) if key[0] == "basis"]).sum())
+    residual = [got[key] for key in sorted(got) if key[0] == "residual"]
+    return low_rank, torch.cat(residual) if residual else None
+
+
+def _residual_or_basis(
+    op: HessianOperator, generator: torch.Generator | None, *args: Any
+) -> torch.Tensor:
+    """A Ray task of Hutch++'s second pool: `_basis_forms` for `(Q, a, b)` (no generator),
+    `_residual_forms` for `(k, Q)`."""
+    if generator is None:
+        return _basis_forms(op, None, *args)
+    return _residual_forms(op, generator, *args)

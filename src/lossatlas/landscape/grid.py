@@ -18,7 +18,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from lossatlas.core.cluster import RayOptions, as_ray_options
+from lossatlas.core.cluster import (
+    RayOptions,
+    as_ray_options,
+    problem_on_worker,
+    shipped_problem,
+)
 from lossatlas.core.directions import Directions, as_center, as_directions
 from lossatlas.core.engine import Evaluator, probe
 from lossatlas.core.files import OutputLock
@@ -239,9 +244,9 @@ def check_feasible(steps: Sequence[int], rows: int) -> None:
         )
 
 
-def _shipped(problem: Problem, dirs: Directions, origin: dict) -> tuple:
-    """What a Ray worker builds its evaluator from (pickled once, with `ray.put`)."""
-    return problem, dirs, origin
+def _on_worker(ray: RayOptions, problem: Any, dirs: Directions, origin: dict) -> tuple:
+    """What a Ray worker builds its evaluator from (`problem` shipped, or built there)."""
+    return problem_on_worker(ray, problem), dirs, origin
 
 
 def _run(
@@ -307,7 +312,9 @@ def _run(
                 advance(len(values) // rows)
 
             if ray is not None:  # the chunks go to Ray actors; this process only records
-                shipped = functools.partial(_shipped, problem, dirs, origin)
+                shipped = functools.partial(
+                    _on_worker, ray, shipped_problem(ray, problem), dirs, origin
+                )
                 options = {"plan": evaluator.plan, "path": evaluator.plan.path, "slopes": slopes}
                 options["compile"] = compile is True
                 chunks = {i: coeffs[i * size : (i + 1) * size] for i in pending}
