@@ -21,6 +21,7 @@ import torch
 import lossatlas as la
 from lossatlas.landscape.journal import Journal
 from tests.support.cli import run_cli
+from tests.support.ray_cluster import actor_pids
 from tests.support.ray_faults import marking_mse, one_worker_killed, worker_pids
 
 pytest.importorskip("ray")
@@ -209,3 +210,35 @@ def test_workers_that_build_other_data_are_refused(ray_address, tmp_path):
 
     with pytest.raises(la.LossatlasError, match="holds other data than the driver's"):
         grid(problem, ray=la.RayOptions(address=ray_address, build=other))
+
+
+def test_the_cli_keeps_every_point_when_a_worker_is_killed(ray_address, tmp_path):
+    common = ["surface", "digits-mlp", "--steps", "61", "--quiet"]
+    environ = {k: v for k, v in os.environ.items() if k != "LOSSATLAS_QUIET"}
+    out = tmp_path / "ray.h5"
+    cli = subprocess.Popen(
+        [sys.executable, "-m", "lossatlas", *common, "--out", str(out), "--ray", ray_address],
+        cwd=tmp_path, env={**environ, "LOSSATLAS_CACHE": str(tmp_path / "cache")},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    partial, deadline = tmp_path / "ray.h5.partial", time.monotonic() + 240
+    killed = []
+    try:
+        while not killed:
+            assert cli.poll() is None, cli.communicate()[1]
+            assert time.monotonic() < deadline, "no worker ran"
+            busy = actor_pids("_Worker.run")  # evaluating a chunk right now
+            if busy and partial.exists() and partial.stat().st_size > 400:
+                os.kill(busy[0], signal.SIGKILL)
+                killed.append(busy[0])
+            time.sleep(0.02)
+        _, stderr = cli.communicate(timeout=240)
+    finally:
+        if cli.poll() is None:
+            cli.kill()
+    assert cli.returncode == 0, stderr
+    remote = la.load(out)
+    assert remote.provenance["ray"]["requeued"] >= 1 and not np.isnan(remote.loss).any()
+    local_run = run_cli(*common, "--out", "local.h5", cwd=tmp_path)
+    assert local_run.returncode == 0, local_run.stderr
+    np.testing.assert_allclose(remote.loss, la.load(tmp_path / "local.h5").loss, rtol=1e-6)

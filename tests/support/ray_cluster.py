@@ -25,6 +25,34 @@ RAY = str(Path(sys.executable).with_name("ray"))
 ENVIRONMENT = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
 
 
+NODE_GROUPS: list[int] = []  # the process groups of the running cluster's nodes
+
+
+def _stat(pid: str) -> tuple[int, int]:
+    """`(parent id, process group)` of a process, from /proc (after its name's parenthesis)."""
+    fields = (Path("/proc") / pid / "stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[1]), int(fields[2])
+
+
+def actor_pids(name: str) -> list[int]:
+    """This cluster's processes that run an actor of class `name` (Ray titles them
+    `ray::<name>...`; they have sessions of their own, and a parent, the raylet, in one of the
+    nodes' process groups), found in /proc."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            title = (entry / "cmdline").read_bytes()
+            if title.startswith(f"ray::{name}".encode()):
+                parent, _ = _stat(entry.name)
+                if _stat(str(parent))[1] in NODE_GROUPS:
+                    pids.append(int(entry.name))
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+    return sorted(pids)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -78,8 +106,10 @@ def local_cluster(folder: Path) -> Iterator[str]:
         while _nodes(address) < 2:
             assert time.monotonic() < deadline, (folder / "n.log").read_text()
             time.sleep(0.5)
+        NODE_GROUPS[:] = [proc.pid for proc in nodes]
         yield address
     finally:
+        NODE_GROUPS.clear()
         for proc in reversed(nodes):
             if proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)  # the whole group: the node and its workers
