@@ -21,6 +21,17 @@ from lossatlas.cli.common import (
 from lossatlas.errors import LossatlasError
 
 
+def ray_options_of(ray: str | None, workers: int | None) -> Any:
+    """`RayOptions` from `--ray ADDRESS` and `--ray-workers N`; None without `--ray`."""
+    import lossatlas as la
+
+    if ray is None:
+        if workers is not None:
+            raise LossatlasError("--ray-workers needs --ray ADDRESS")
+        return None
+    return la.RayOptions(address=ray, workers=workers)
+
+
 def _val_problem(spec: str, val: str | None) -> Any:
     """`--val`: another SPEC, or `test` for a built-in problem's held-out split."""
     from lossatlas.cli.spec import load_problem
@@ -67,6 +78,16 @@ def minima(
     out: Annotated[Path, typer.Option(help="Directory for results and the report.")] = Path(
         "lossatlas-minima"
     ),
+    ray: Annotated[
+        str | None,
+        typer.Option(
+            help="Train the runs and interpolate the barriers on a Ray cluster: its "
+            "address (auto, host:port)."
+        ),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option(help="Ray workers (default: one per CPU).")
+    ] = None,
     log: LogOption = True,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
@@ -79,6 +100,7 @@ def minima(
 
     if out.exists() and not out.is_dir():
         raise LossatlasError(f"--out {out} is a file; give a directory")
+    ray_options = ray_options_of(ray, ray_workers)
     began = time.perf_counter()
     problem = load_problem(spec)
     held_out = _val_problem(spec, val)
@@ -104,12 +126,13 @@ def minima(
             steps=steps,
             optimizer_kwargs=parse_options(option, "--option"),
             quiet=bars,
+            ray=ray_options,
         )
     out.mkdir(parents=True, exist_ok=True)
     comparison = la.compare_minima(problem, runs, val=held_out, quiet=bars)
     results: dict[str, Any] = {"minima": comparison}
     if barriers:
-        results["barriers"] = la.barrier_matrix(problem, runs, quiet=bars)
+        results["barriers"] = la.barrier_matrix(problem, runs, quiet=bars, ray=ray_options)
     if curve:
         fitted = la.fit_curve(
             problem, runs[0], runs[1], optimizer="adam", lr=0.05, steps=300, quiet=bars

@@ -73,12 +73,20 @@ def descend(
         Path | None, typer.Option(help="Functions: an animation (.gif, or .mp4 with ffmpeg).")
     ] = None,
     report: Annotated[Path | None, typer.Option(help="Interactive HTML report.")] = None,
+    ray: Annotated[
+        str | None,
+        typer.Option(help="Make the runs on a Ray cluster: its address (auto, host:port)."),
+    ] = None,
+    ray_workers: Annotated[
+        int | None, typer.Option(help="Ray workers (default: one per CPU).")
+    ] = None,
     log: LogOption = True,
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
     """Run optimizers (every optimizer x lr x start) on a test function or a problem."""
     import lossatlas as la
+    from lossatlas.cli.minima import ray_options_of
     from lossatlas.cli.spec import load_problem
     from lossatlas.descent.functions import FUNCTIONS
     from lossatlas.problems.registry import PROBLEMS
@@ -87,6 +95,7 @@ def descend(
     check_suffix(figure, FIGURES, "--figure")
     check_suffix(animate, (".gif", ".mp4"), "--animate")
     check_suffix(report, (".html",), "--report")
+    ray_options = ray_options_of(ray, ray_workers)
     is_function = target in FUNCTIONS
     if is_function:
         if weights is not None:
@@ -123,6 +132,7 @@ def descend(
         noise=noise,
         record_positions=is_function,  # a problem's positions are all its weights
         quiet=True if quiet or as_json else None,
+        ray=ray_options,
     )
     files: dict[str, str] = {}
     if out is not None:

@@ -17,9 +17,11 @@ with one line.
 from __future__ import annotations
 
 import collections
+import functools
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -229,3 +231,38 @@ def run_on_ray(
     finally:
         for actor in actors:
             ray.kill(actor)
+
+
+def _context(context: Any) -> Any:
+    return context
+
+
+def _keeping_warnings(work: Callable, context: Any, payload: Any) -> tuple[Any, list]:
+    """`work(context, payload)` and the warnings it raised, as `(category, message)`."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = work(context, payload)
+    return result, [(w.category, str(w.message)) for w in caught]
+
+
+def map_tasks(
+    ray: RayOptions | None,
+    context: Any,
+    work: Callable[[Any, Any], Any],
+    tasks: Mapping[Hashable, Any],
+    stats: dict[str, Any],
+) -> Iterator[tuple[Hashable, Any]]:
+    """`(key, work(context, payload))` for every `{key: payload}` of `tasks`: here, one after
+    the other in their order, when `ray` is None; else on Ray actors as they finish
+    (`run_on_ray`, `context` shipped once), each worker's warnings repeated here (Ray does not
+    forward its workers' output)."""
+    if ray is None:
+        for key, payload in tasks.items():
+            yield key, work(context, payload)
+        return
+    setup = functools.partial(_context, context)
+    remote = functools.partial(_keeping_warnings, work)
+    for key, (result, caught) in run_on_ray(ray, setup, remote, tasks, stats):
+        for category, message in caught:
+            warnings.warn(message, category, stacklevel=3)
+        yield key, result

@@ -3,11 +3,13 @@
 A sweep runs `descend` for every combination of optimizer, learning rate, start and seed. A
 comparison gives every optimizer the same step budget and the same starts, sweeps the learning
 rate of each, and picks each optimizer's best learning rate by one stated criterion aggregated
-over all starts and seeds, a diverged run counting as the worst possible.
+over all starts and seeds, a diverged run counting as the worst possible. With `ray=` a
+sweep's runs are made by Ray actors (`lossatlas.core.cluster`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -17,6 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from lossatlas.core.cluster import RayOptions, as_ray_options, map_tasks
 from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
@@ -264,6 +267,31 @@ def _seed(seed: Any) -> int:
     return int(seed)
 
 
+# One run's coordinates: ((label, optimizer, options), lr, start index, seed).
+Combo = tuple[tuple[str, Any, dict[str, Any]], float, int, int]
+
+
+def _descend_one(context: tuple, combo: Combo) -> Trajectory:
+    """One run of a sweep; an error names the run's coordinates."""
+    objective, starts, options = context
+    (label, opt, kwargs), lr, i, seed = combo
+    run = {**options, "optimizer_kwargs": {**options["optimizer_kwargs"], **kwargs}}
+    try:
+        return descend(objective, starts[i], optimizer=opt, lr=lr, seed=seed, **run)
+    except LossatlasError as exc:
+        raise LossatlasError(f"{label}, lr={lr:g}, start {i}, seed {seed}: {exc}") from exc
+
+
+def _owned(trajectory: Trajectory) -> Trajectory:
+    """The trajectory with writable copies of its arrays (Ray hands back read-only views)."""
+    arrays = {
+        f.name: np.array(getattr(trajectory, f.name))
+        for f in dataclasses.fields(trajectory)
+        if isinstance(getattr(trajectory, f.name), np.ndarray)
+    }
+    return dataclasses.replace(trajectory, **arrays)
+
+
 def sweep(
     objective: Callable[[torch.Tensor], torch.Tensor] | Problem,
     *,
@@ -282,6 +310,7 @@ def sweep(
     record_positions: bool = True,
     minimum: Any = None,
     quiet: bool | None = None,
+    ray: str | RayOptions | None = None,
 ) -> Sweep:
     """Run `descend` for every optimizer x learning rate x start x seed.
 
@@ -298,7 +327,16 @@ def sweep(
         minimum: known minimum (a point, or several as rows: the nearest counts) for distances
             in `table()`; default: the objective's `minima` attribute, if it has one.
         quiet: no progress bar (default: the LOSSATLAS_QUIET environment variable).
+        ray: run on Ray (an address such as `"auto"`, or `RayOptions`): each run is one task
+            for Ray actors (`lossatlas.core.cluster`: the objective and starts shipped once,
+            the runs of a worker that dies requeued), so the objective must pickle
+            (cloudpickle: closures and lambdas do). The runs come back in the order above and
+            are those of the local run when both use the same number of torch threads (a
+            worker uses one per CPU it reserves; a test function's runs do not depend on it);
+            warnings raised on a worker are repeated here. `provenance["ray"]` counts workers,
+            requeued runs and replaced workers. Needs `pip install 'lossatlas[ray]'`.
     """
+    ray = as_ray_options(ray)
     specs = _optimizer_specs(optimizers)
     lr_list = _numbers(lrs, "lrs", check_lr)
     seed_list = _numbers(seeds, "seeds", _seed)
@@ -311,31 +349,29 @@ def sweep(
         for i in range(len(start_list))
         for seed in seed_list
     ]
-    entries = []
+    options = {
+        "steps": steps,
+        "optimizer_kwargs": dict(optimizer_kwargs or {}),
+        "schedule": schedule,
+        "schedule_kwargs": schedule_kwargs,
+        "tol": tol,
+        "xtol": xtol,
+        "blowup": blowup,
+        "noise": noise,
+        "record_positions": record_positions,
+    }
+    found: list[Any] = [None] * len(combos)
+    stats: dict[str, Any] = {}
     began = time.perf_counter()
     with progress(f"descent, {len(combos)} runs", len(combos), quiet=quiet) as advance:
-        for (label, opt, kwargs), lr, i, seed in combos:
-            try:
-                trajectory = descend(
-                    objective,
-                    start_list[i],
-                    optimizer=opt,
-                    lr=lr,
-                    steps=steps,
-                    optimizer_kwargs={**(optimizer_kwargs or {}), **kwargs},
-                    schedule=schedule,
-                    schedule_kwargs=schedule_kwargs,
-                    tol=tol,
-                    xtol=xtol,
-                    blowup=blowup,
-                    noise=noise,
-                    seed=seed,
-                    record_positions=record_positions,
-                )
-            except LossatlasError as exc:
-                raise LossatlasError(f"{label}, lr={lr:g}, start {i}, seed {seed}: {exc}") from exc
-            entries.append(Run(label, lr, i, seed, trajectory))
+        context, tasks = (objective, start_list, options), dict(enumerate(combos))
+        for k, trajectory in map_tasks(ray, context, _descend_one, tasks, stats):
+            found[k] = trajectory if ray is None else _owned(trajectory)
             advance(1)
+    entries = [
+        Run(label, lr, i, seed, trajectory)
+        for ((label, _, _), lr, i, seed), trajectory in zip(combos, found)
+    ]
     settings = {
         "optimizers": [s[0] for s in specs],
         "lrs": lr_list,
@@ -352,4 +388,6 @@ def sweep(
         "minimum": None if known is None else known.tolist(),
     }
     provenance = {"seconds": time.perf_counter() - began, "versions": versions()}
+    if ray is not None:
+        provenance["ray"] = stats
     return Sweep(entries=tuple(entries), settings=settings, provenance=provenance)

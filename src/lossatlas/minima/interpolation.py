@@ -26,18 +26,17 @@ Hayase, Srinivasa, "Git Re-Basin: Merging Models modulo Permutation Symmetries",
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from lossatlas.core.cluster import RayOptions, as_ray_options, run_on_ray
+from lossatlas.core.cluster import RayOptions, as_ray_options, map_tasks
 from lossatlas.core.directions import Directions, as_center
 from lossatlas.core.engine import Evaluator, probe
 from lossatlas.core.problem import Problem
@@ -305,32 +304,16 @@ def interpolate(
     return _interpolate(problem, a_, b_, t, labels, metric, memory_budget, problem.fingerprint())
 
 
-def _pair_context(*context: Any) -> tuple:
-    """What a Ray worker interpolates from: shipped once (`ray.put`) for all its pairs."""
-    return context
-
-
-def _pair_on_worker(context: tuple, pair: tuple[int, int]) -> Interpolation:
+def _pair(context: tuple, pair: tuple[int, int]) -> Interpolation:
+    """One pair's interpolation (here or on a Ray worker)."""
     problem, checked, t, labels, metric, budget, fingerprint = context
     i, j = pair
-    with warnings.catch_warnings():  # the driver warns about stale buffers, once
+    with warnings.catch_warnings():  # barrier_matrix warns about stale buffers, once
         warnings.simplefilter("ignore", LossatlasWarning)
         return _interpolate(
             problem, checked[i], checked[j], t, (labels[i], labels[j]), metric, budget,
             fingerprint,
         )  # fmt: skip
-
-
-def _interpolations(
-    context: tuple, pairs: list[tuple[int, int]], ray: RayOptions | None, stats: dict
-) -> Iterator[tuple[tuple[int, int], Interpolation]]:
-    """Every pair's interpolation, here one after the other or on Ray as they finish."""
-    if ray is None:
-        for pair in pairs:
-            yield pair, _pair_on_worker(context, pair)
-        return
-    setup = functools.partial(_pair_context, *context)
-    yield from run_on_ray(ray, setup, _pair_on_worker, {pair: pair for pair in pairs}, stats)
 
 
 def barrier_matrix(
@@ -373,7 +356,7 @@ def barrier_matrix(
     context = (problem, checked, t, labels, metric, memory_budget, fingerprint)
     ray_stats: dict[str, Any] = {}
     with progress(f"barriers of {n} models", len(pairs), quiet=quiet) as advance:
-        for (i, j), r in _interpolations(context, pairs, ray, ray_stats):
+        for (i, j), r in map_tasks(ray, context, _pair, {p: p for p in pairs}, ray_stats):
             loss_b[i, j] = loss_b[j, i] = r.loss_barrier
             error_b[i, j] = error_b[j, i] = r.error_barrier if r.error is not None else np.nan
             for k, at in ((i, 0), (j, -1)):

@@ -2,15 +2,20 @@
 
 `train_runs` trains one network on a grid of seeds, batch sizes, learning rates, optimizers and
 schedules (see `lossatlas.training.trainer.train`); `from_checkpoints` reads state dicts, modules or
-`torch.save` files. Both feed `lossatlas.minima.comparison.compare_minima`.
+`torch.save` files. Both feed `lossatlas.minima.comparison.compare_minima`. With `ray=` the
+runs of `train_runs` are trained by Ray actors (`lossatlas.core.cluster`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
+
+from lossatlas.core.cluster import RayOptions, as_ray_options, map_tasks
 from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.descent.optimizers import check_lr, resolve_optimizer
@@ -32,6 +37,13 @@ def _short(value: Any) -> str:
     return getattr(value, "__name__", str(value))
 
 
+def _train_one(context: tuple, run: tuple[dict[str, Any], str | None]) -> TrainedModel:
+    """One run of the grid: `train` with the common options, the run's settings and name."""
+    problem, common = context
+    combo, name = run
+    return train(problem, **common, **combo, name=name)
+
+
 def train_runs(
     problem: Problem,
     *,
@@ -41,6 +53,7 @@ def train_runs(
     optimizers: Sequence[Any] | None = None,
     schedules: Sequence[Any] | None = None,
     quiet: bool | None = None,
+    ray: str | RayOptions | None = None,
     **common: Any,
 ) -> list[TrainedModel]:
     """`train` on every combination of the given lists (their product), with a progress bar.
@@ -49,7 +62,17 @@ def train_runs(
     the other `train` options (`steps`, `lr`, `batch_size`, `val`, ...). Runs come in the
     order optimizer, lr, batch size, schedule, seed (the seed varying fastest) and are named by
     the settings that vary, e.g. `"batch 32, seed 1"`. Settings are checked before any run.
+
+    With `ray` (an address such as `"auto"`, or `RayOptions`) each run is one task for Ray
+    actors (`lossatlas.core.cluster`: the problem and `common` shipped once, the runs of a
+    worker that dies requeued). The runs come back in the order above, with the weights of
+    the local run bit for bit on the CPU when both train with the same number of torch threads
+    (`threads`, 1 by default); warnings raised on a worker are repeated here. Each run's
+    `provenance["ray"]` holds the pool's counts (the same for every run of the call): workers,
+    requeued runs, replaced workers and the start-up seconds. Needs `pip install
+    'lossatlas[ray]'`.
     """
+    ray = as_ray_options(ray)
     axes = {**_GRID, "seed": "seeds"}
     given = {"optimizer": optimizers, "lr": lrs, "batch_size": batch_sizes}
     given.update(schedule=schedules, seed=seeds)
@@ -81,10 +104,20 @@ def train_runs(
     words["seed"] = "seed "
     combos = [dict(zip(grid, values)) for values in itertools.product(*grid.values())]
     runs = []
-    with progress("training", len(combos), quiet=quiet) as advance:
-        for combo in combos:
-            shown = {**combo, "batch_size": combo.get("batch_size") or "full"}
-            name = ", ".join(f"{words[k]}{_short(shown[k])}" for k in varying) or None
-            runs.append(train(problem, **common, **combo, name=name))
+    for combo in combos:
+        shown = {**combo, "batch_size": combo.get("batch_size") or "full"}
+        runs.append((combo, ", ".join(f"{words[k]}{_short(shown[k])}" for k in varying) or None))
+    trained: list[Any] = [None] * len(runs)
+    stats: dict[str, Any] = {}
+    with progress("training", len(runs), quiet=quiet) as advance:
+        for k, model in map_tasks(ray, (problem, common), _train_one, dict(enumerate(runs)), stats):
+            if ray is not None:  # writable copies of the arrays Ray hands back read-only
+                history = {name: np.array(v) for name, v in model.history.items()}
+                model = dataclasses.replace(model, history=history)
+            trained[k] = model
             advance()
-    return runs
+    if ray is not None:
+        trained = [
+            dataclasses.replace(t, provenance={**t.provenance, "ray": dict(stats)}) for t in trained
+        ]
+    return trained
