@@ -128,6 +128,7 @@ from lossatlas.problems import (
 )
 from lossatlas.report import Section, write_report
 from lossatlas.training import TrainedModel, from_checkpoints, train, train_runs
+from lossatlas.watch import Monitor, MonitorRecord
 
 __all__ = [  # noqa: RUF022 (grouped by subpackage)
     "__version__",
@@ -220,6 +221,9 @@ __all__ = [  # noqa: RUF022 (grouped by subpackage)
     "flat_vs_sharp",
     "interpolate",
     "plane_through",
+    # watch: training watched
+    "Monitor",
+    "MonitorRecord",
     # io: files
     "export_vtp",
     "load",

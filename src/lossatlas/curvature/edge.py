@@ -78,6 +78,16 @@ class EdgeHistory:
         }
 
 
+def lr_and_momentum(optimizer: torch.optim.Optimizer) -> tuple[float, float]:
+    """The first parameter group's learning rate and heavy-ball momentum (0 for Adam-like
+    optimizers, whose stability bound is Cohen et al.'s `2 / lr` line)."""
+    group = optimizer.param_groups[0]
+    beta = group.get("momentum", 0.0) or 0.0
+    if "betas" in group:
+        beta = 0.0
+    return float(group["lr"]), float(beta)
+
+
 class EdgeOfStability:
     """A training-loop hook estimating `lambda_max` every `every` calls of `record()`.
 
@@ -126,11 +136,7 @@ class EdgeOfStability:
     def _lr_momentum(self) -> tuple[float, float]:
         if self.optimizer is None:
             return float(self.lr), float(self.momentum)  # type: ignore[arg-type]
-        group = self.optimizer.param_groups[0]
-        beta = group.get("momentum", 0.0) or 0.0
-        if "betas" in group:  # Adam-like: no heavy-ball bound; 2 / lr is Cohen et al.'s line
-            beta = 0.0
-        return float(group["lr"]), float(beta)
+        return lr_and_momentum(self.optimizer)
 
     def record(self, step: int | None = None) -> float | None:
         """Call once per training step; returns `lambda_max` when this call estimated it."""

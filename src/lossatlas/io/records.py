@@ -32,6 +32,7 @@ from lossatlas.minima import (
     MinimaComparison,
 )
 from lossatlas.training import TrainedModel
+from lossatlas.watch import MonitorRecord
 
 RECORDS: dict[str, type] = {
     cls.__name__: cls
@@ -61,6 +62,7 @@ RECORDS: dict[str, type] = {
         CurveLosses,
         MinimaComparison,
         FlatSharpStudy,
+        MonitorRecord,
     )
 }
 

@@ -34,6 +34,8 @@ from lossatlas.io.records import record_class, record_name
 from lossatlas.landscape.record import FORMAT as SURFACE_FORMAT
 from lossatlas.landscape.record import Surface, check_seal, open_h5, seal
 from lossatlas.landscape.record import load as load_surface
+from lossatlas.watch.record import FORMAT as MONITOR_FORMAT
+from lossatlas.watch.record import load_monitor
 
 FORMAT = "lossatlas.record"
 FORMAT_VERSION = 1
@@ -212,4 +214,6 @@ def load(path: str | Path) -> Any:
             raise LossatlasError(damaged) from None
     if kind == SURFACE_FORMAT:
         return load_surface(path)  # after closing: the surface loader opens it again
+    if kind == MONITOR_FORMAT:
+        return load_monitor(path)
     raise LossatlasError(f"{path} is not a lossatlas file")

@@ -1,0 +1,206 @@
+"""`Monitor`: the loss landscape's geometry measured at the live weights while a model trains.
+
+Every `every` optimizer steps (and whenever `record` is called, e.g. at the end of an epoch) it
+measures, on a fixed subset of the training data: the loss and its gradient's norm; the top
+Hessian eigenvalue `lambda_max` by Lanczos, warm-started from the previous record's eigenvector
+(so a record after a small step takes a few products; Cohen et al. 2021 follow it against
+`2 / lr`, the edge of stability); optionally the Hessian trace (Hutch++, Meyer et al. 2021) and
+the loss on validation data (the generalisation gap). It reads the optimizer's learning rate and
+momentum at each record, and streams every row (and, for a PCA trajectory, the flattened
+weights) to an HDF5 file as it is taken (`watch.record`).
+
+The model is only read: the measurements run on the Problem's own copy at the live weights
+(`HessianOperator(problem, at=model)`), with the live BatchNorm statistics copied into that
+copy, and draw their random vectors from private generators, so training with and without a
+monitor gives bit-identical weights.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from lossatlas.core.problem import Problem
+from lossatlas.curvature.edge import lr_and_momentum
+from lossatlas.curvature.eigen import hessian_eigen
+from lossatlas.curvature.operator import HessianOperator
+from lossatlas.curvature.trace import hessian_trace
+from lossatlas.errors import LossatlasError, LossatlasWarning, check_count
+from lossatlas.watch.record import COLUMNS, MonitorFile, MonitorRecord
+
+
+class Monitor:
+    """Records the loss, gradient norm, `lambda_max` (and trace, validation gap) during training.
+
+    Call `step()` after every optimizer step (it records when the step count is a multiple of
+    `every`), or `record()` to record now. `record` (the property) returns what was recorded;
+    `lossatlas.load(out)` reads the file.
+
+    Args:
+        problem: the loss and (training) data; the Hessian is taken on it.
+        model: the module being trained; default the one `problem` was built on
+            (`problem.model`), so `Problem(net, ...)` watches `net` as it trains.
+        every: record every `every` optimizer steps (steps `every`, `2 every`, ...).
+        out: stream the rows to this HDF5 file (appended to when resuming).
+        optimizer: where the learning rate and momentum are read at each record; or `lr` and
+            `momentum` fixed.
+        data: samples of `problem` measured on (a fixed subset drawn with `seed`), or "all".
+        max_hvps: the most Hessian-vector products one `lambda_max` may take (the budget of
+            a record; `tol` usually stops it first).
+        tol: relative accuracy of `lambda_max` (a bound of its error, see `hessian_eigen`).
+        trace: Hessian-vector products for a trace estimate per record (0: none).
+        val: a Problem on validation data, for the gap `val_loss - loss`.
+        val_data: samples of `val` used ("all" by default).
+        weights: keep the flattened weights of every record in `out` (for a PCA trajectory).
+        seed: seed of the subsets and of the first start vector.
+    """
+
+    def __init__(
+        self,
+        problem: Problem,
+        *,
+        model: nn.Module | None = None,
+        every: int = 50,
+        out: str | Path | None = None,
+        optimizer: torch.optim.Optimizer | None = None,
+        lr: float | None = None,
+        momentum: float = 0.0,
+        data: int | str = 512,
+        max_hvps: int = 20,
+        tol: float = 1e-2,
+        trace: int = 0,
+        val: Problem | None = None,
+        val_data: int | str = "all",
+        weights: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if not isinstance(problem, Problem):
+            raise LossatlasError(f"problem must be a lossatlas Problem, got {type(problem)}")
+        self.problem, self.model = problem, problem.model if model is None else model
+        self.every = check_count("every", every)
+        self.max_hvps = check_count("max_hvps", max_hvps, 4)
+        if optimizer is not None and lr is not None:
+            raise LossatlasError("give optimizer= (its lr is read) or lr=, not both")
+        self.optimizer, self.lr, self.momentum, self.tol = optimizer, lr, momentum, tol
+        self.trace = 0 if not trace else check_count("trace", trace, 3)
+        self.val, self.val_data, self.seed = val, val_data, seed
+        self.data = data if data == "all" else min(int(data), problem.n_samples)
+        self._operator()  # a bad option fails here, not at the first record
+        if val is not None:
+            HessianOperator(val, at=self.model, data=val_data, seed=seed)
+        self.settings = {
+            "every": every, "data": self.data, "max_hvps": max_hvps, "tol": tol,
+            "trace": self.trace, "val_data": val_data if val is not None else None,
+            "seed": seed, "n_params": problem.n_params, "weights": weights,
+        }  # fmt: skip
+        self.file = None if out is None else MonitorFile(out, self.settings, self._n(weights))
+        self.keep_weights = weights
+        self.steps_seen = 0
+        self._rows: list[dict[str, float]] = []
+        self._v0: np.ndarray | None = None
+
+    def _n(self, weights: bool) -> int | None:
+        return self.problem.n_params if weights else None
+
+    def _operator(self, problem: Problem | None = None, data: Any = None) -> HessianOperator:
+        problem = problem or self.problem
+        self._sync_buffers(problem)
+        data = self.data if data is None else data
+        return HessianOperator(problem, at=self.model, data=data, seed=self.seed)
+
+    def _sync_buffers(self, problem: Problem) -> None:
+        """The live model's BatchNorm statistics into the problem's copy (read, not moved)."""
+        live = dict(self.model.named_buffers())
+        with torch.no_grad():
+            for name, buffer in problem.buffers.items():
+                if name in live and live[name].shape == buffer.shape:
+                    buffer.copy_(live[name])
+
+    def _lr_momentum(self) -> tuple[float, float]:
+        if self.optimizer is not None:
+            return lr_and_momentum(self.optimizer)
+        return (math.nan if self.lr is None else float(self.lr)), float(self.momentum)
+
+    def step(self, step: int | None = None, *, epoch: float | None = None) -> bool:
+        """Call after every optimizer step: records when the step count (this call's number,
+        or `step` as a training loop counts it) is a multiple of `every`. Returns whether it
+        recorded."""
+        self.steps_seen = self.steps_seen + 1 if step is None else int(step)
+        if self.steps_seen % self.every:
+            return False
+        self.record(self.steps_seen, epoch=epoch)
+        return True
+
+    def record(self, step: int | None = None, *, epoch: float | None = None) -> dict[str, float]:
+        """Measure now, at the live weights; returns the row (also appended to `out`)."""
+        step = self.steps_seen if step is None else int(step)
+        if self._rows and step <= self._rows[-1]["step"]:
+            return self._rows[-1]  # this step is already recorded (an epoch end at a record)
+        began = time.perf_counter()
+        op = self._operator()
+        loss, gradient = op.loss_and_grad()
+        with warnings.catch_warnings():  # a budget that runs out is recorded, not warned
+            warnings.simplefilter("ignore", LossatlasWarning)
+            eig = hessian_eigen(op, k=1, tol=self.tol, v0=self._v0, max_hvps=self.max_hvps)
+        lam = float(eig.eigenvalues[0])
+        if math.isfinite(lam):
+            self._v0 = eig.eigenvectors[:, 0]
+        trace = stderr = math.nan
+        if self.trace:
+            t = hessian_trace(op, n_vectors=self.trace, seed=self.seed + step, quiet=True)
+            trace, stderr = t.estimate, t.stderr
+        val_loss = math.nan
+        if self.val is not None:
+            val_loss = self._operator(self.val, self.val_data).metrics()["loss"]
+        lr, momentum = self._lr_momentum()
+        row = {
+            "step": step, "epoch": math.nan if epoch is None else float(epoch), "loss": loss,
+            "grad_norm": float(gradient.double().norm()), "lambda_max": lam,
+            "lambda_error": float(eig.settings["error_bounds"][0]), "lr": lr,
+            "momentum": momentum, "threshold": (2.0 + 2.0 * momentum) / lr, "trace": trace,
+            "trace_stderr": stderr, "val_loss": val_loss, "gap": val_loss - loss,
+            "hvps": float(op.hvps), "seconds": time.perf_counter() - began,
+        }  # fmt: skip
+        self._rows.append(row)
+        if self.file is not None:
+            self.file.append(row, self._flat_weights() if self.keep_weights else None)
+        return row
+
+    def _flat_weights(self) -> np.ndarray:
+        params = dict(self.model.named_parameters())
+        return torch.cat(
+            [params[n].detach().reshape(-1).float().cpu() for n in self.problem.params]
+        ).numpy()
+
+    @property
+    def history(self) -> MonitorRecord:
+        """What was recorded so far (in memory; the weights stay in the file)."""
+        columns = {name: np.array([r[name] for r in self._rows], dtype=float) for name in COLUMNS}
+        columns["step"] = columns["step"].astype(np.int64)
+        path = None if self.file is None else str(self.file.path)
+        return MonitorRecord(**columns, settings=dict(self.settings), path=path)
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed training needs: the rows, the step count and the last eigenvector."""
+        v0 = None if self._v0 is None else torch.from_numpy(np.asarray(self._v0))
+        return {"rows": [dict(r) for r in self._rows], "steps_seen": self.steps_seen, "v0": v0}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from `state_dict()`: rows the file holds after its step are dropped."""
+        self._rows = [dict(r) for r in state["rows"]]
+        self.steps_seen = int(state["steps_seen"])
+        self._v0 = None if state.get("v0") is None else np.asarray(state["v0"], dtype=np.float64)
+        if self.file is not None:
+            self.file.truncate(self.steps_seen)
+
+    def close(self) -> None:
+        """Close the file (rows are flushed as they are written; closing is for tidiness)."""
+        if self.file is not None:
+            self.file.close()
