@@ -77,6 +77,20 @@ def edge_history() -> la.EdgeHistory:
     return tracker.history
 
 
+def monitor_record() -> la.MonitorRecord:
+    model, problem = mlp_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    monitor = la.Monitor(problem, every=2, optimizer=opt, data="all")
+    case = build_case("mlp")
+    for _ in range(6):
+        loss = CE(model(case.X.double()), case.y)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        monitor.step()
+    return monitor.history
+
+
 def flat_sharp_study() -> la.FlatSharpStudy:
     def data(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         gen = torch.Generator().manual_seed(seed)
@@ -119,6 +133,7 @@ def records() -> dict[str, Any]:
         "plane": plane_surface(),
         "density": la.spectral_density(mlp_problem()[1], n_vectors=2, steps=8, quiet=True),
         "edge": edge_history(),
+        "monitor": monitor_record(),
         "curve": la.curve_losses(problem, curve, steps=7),
         "interpolation": la.interpolate(problem, models[0], models[1], steps=9),
         "barriers": la.barrier_matrix(problem, models, steps=5, quiet=True),
@@ -142,6 +157,7 @@ DRAW: dict[str, tuple[Callable[..., Figure], str | None]] = {
     "figure_curve": (lambda r, **kw: plot.figure_curve(r["curve"], **kw), None),
     "figure_density": (lambda r, **kw: plot.figure_density(r["density"], **kw), None),
     "figure_edge": (lambda r, **kw: plot.figure_edge(r["edge"], **kw), None),
+    "figure_monitor": (lambda r, **kw: plot.figure_monitor(r["monitor"], **kw), None),
     "figure_flat_vs_sharp": (lambda r, **kw: plot.figure_flat_vs_sharp(r["study"], **kw), None),
     "figure_interpolation": (
         lambda r, **kw: plot.figure_interpolation(r["interpolation"], **kw),

@@ -150,3 +150,43 @@ def test_mistakes_are_one_line(tmp_path):
     la.save(la.hessian_trace(problem, n_vectors=6, quiet=True), other)
     with pytest.raises(la.LossatlasError, match="is not a monitor file"):
         la.Monitor(problem, out=other)
+
+
+def test_the_pca_plane_figure_report_and_cli(tmp_path):
+    net, data, _ = setup()
+    problem = la.Problem(net, nn.CrossEntropyLoss(), data)
+    out = tmp_path / "m.h5"
+    monitor = la.Monitor(problem, every=5, out=out, data=32, max_hvps=12)
+    snapshots: dict[int, nn.Module] = {}
+    train(net, data, monitor, steps=20, snapshots=snapshots)
+    plane = monitor.plane(steps=7)
+    monitor.close()
+    assert plane.loss.shape == (7, 7) and len(plane.settings["off_plane"]) == 4
+    (path,) = plane.paths.values()
+    np.testing.assert_allclose(path[-1], 0.0, atol=1e-6)  # centred on the last record
+    last = snapshots[20]  # the plane's origin: the last record's weights
+    x, y = plane.coords[0][2], plane.coords[1][5]
+    d1, d2 = plane.directions
+    moved = {
+        n: p.detach().double() + x * d1[n].double() + y * d2[n].double()
+        for n, p in last.named_parameters()
+    }
+    with torch.no_grad():
+        logits = torch.func.functional_call(last.double(), moved, (data[0].double(),))
+    expected = nn.functional.cross_entropy(logits, data[1]).item()
+    assert plane.loss[2, 5] == pytest.approx(expected, rel=1e-5)
+    saved = la.load(tmp_path / "m.plane.h5")
+    np.testing.assert_array_equal(saved.loss, plane.loss)
+    assert set(saved.paths) == set(plane.paths)
+
+    record = la.load(out)
+    fig = la.figure_monitor(record)
+    assert len(fig.axes) == 3
+    assert la.plot_monitor(record, tmp_path / "m.png").stat().st_size > 1000
+    page = la.write_report([record, saved], tmp_path / "r.html")
+    assert "Training, watched" in page.read_text()
+    from tests.support.cli import run_cli
+
+    proc = run_cli("report", "m.h5", "--out", "cli.html", "--json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert '"MonitorRecord", "Surface"' in proc.stdout.replace("\n", " ").replace("  ", "")

@@ -174,14 +174,21 @@ def report_command(
     as_json: JsonOption = False,
     quiet: QuietOption = False,
 ) -> None:
-    """One self-contained HTML report from saved results (surfaces, runs, curvature)."""
+    """One self-contained HTML report from saved results (surfaces, runs, curvature, a
+    watched training: with its PCA plane when `<monitor>.plane.h5` is beside it)."""
     from lossatlas.io.storage import load
     from lossatlas.report.page import write_report
 
     check_suffix(out, (".html",), "--out")
     from lossatlas.landscape.record import Surface
+    from lossatlas.watch.record import MonitorRecord
 
-    results: list[Any] = [load(path) for path in files]
+    results: list[Any] = []
+    for path in files:
+        results.append(load(path))
+        plane = path.with_suffix(".plane.h5")  # a monitor's PCA plane (Monitor.plane)
+        if isinstance(results[-1], MonitorRecord) and plane.exists() and plane not in files:
+            results.append(load(plane))
     if side_by_side:  # one section for the surfaces, labelled by their file names
         named = {p.stem: r for p, r in zip(files, results) if isinstance(r, Surface)}
         if len(named) < 2:

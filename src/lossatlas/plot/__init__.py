@@ -27,6 +27,7 @@ from lossatlas.plot.interpolation import (
     plot_interpolation,
 )
 from lossatlas.plot.lines import figure_histories, figure_line, plot_histories, plot_line
+from lossatlas.plot.monitor import figure_monitor, plot_monitor
 from lossatlas.plot.paths import figure_paths, figure_surface_3d, plot_paths, plot_surface_3d
 from lossatlas.plot.surface import figure_surface, plot_surface, save_figure
 
@@ -41,6 +42,7 @@ __all__ = [
     "figure_input_surface",
     "figure_interpolation",
     "figure_line",
+    "figure_monitor",
     "figure_paths",
     "figure_surface",
     "figure_surface_3d",
@@ -53,6 +55,7 @@ __all__ = [
     "plot_input_surface",
     "plot_interpolation",
     "plot_line",
+    "plot_monitor",
     "plot_paths",
     "plot_surface",
     "plot_surface_3d",

@@ -28,10 +28,12 @@ from lossatlas.report import barriers as rb
 from lossatlas.report import curves as rc
 from lossatlas.report import figures as rf
 from lossatlas.report import minima as rm
+from lossatlas.report import monitor as rmon
 from lossatlas.report.parts import Parts
 from lossatlas.scene.background import background_of
 from lossatlas.scene.labels import describe
 from lossatlas.scene.tracks import as_tracks
+from lossatlas.watch.record import MonitorRecord
 
 RUNS = (Sweep, Comparison, Trajectory, Run)
 GRID_STEPS = 121  # a function's background grid in the browser
@@ -69,10 +71,13 @@ def parts(result: Any, *, log: bool, background: Any = None) -> Parts:
         return rm.comparison(result)
     if isinstance(result, FlatSharpStudy):
         return rm.flat_sharp(result, log)
+    if isinstance(result, MonitorRecord):
+        return rmon.monitor(result)
     raise LossatlasError(
         f"cannot report a {type(result).__name__}; reports take Surfaces (or a dict of them on "
         "one grid, shown side by side), runs, curvature and density records, InputSurfaces, "
-        "Interpolations, BarrierMatrix, CurveLosses, MinimaComparison and FlatSharpStudy"
+        "Interpolations, BarrierMatrix, CurveLosses, MinimaComparison, FlatSharpStudy and "
+        "MonitorRecord"
     )
 
 

@@ -200,6 +200,50 @@ class Monitor:
         if self.file is not None:
             self.file.truncate(self.steps_seen)
 
+    def plane(self, *, steps: int = 21, out: str | Path | None = None, quiet: bool = True) -> Any:
+        """The loss over the PCA plane of the recorded weights, with the training path on it.
+
+        The plane is spanned by the two principal directions of the records' weights, centred
+        on the last (Li et al. 2018, sec. 7; `landscape.pca.pca_directions`), at the live
+        BatchNorm statistics; the path's points are the records' coordinates, and
+        `settings["off_plane"]` their distances from the plane (how much of the path the picture
+        leaves out). Needs `out` and `weights=True` and at least 3 records.
+
+        Args:
+            steps: grid points per direction.
+            out: where to save the surface; default `<out>.plane.h5` beside the monitor's file
+                (what `lossatlas report monitor.h5` draws).
+            quiet: no progress bar.
+        """
+        from dataclasses import replace
+
+        from lossatlas.landscape.grid import surface
+        from lossatlas.landscape.pca import pca_directions
+        from lossatlas.landscape.record import with_paths
+
+        if self.file is None or not self.keep_weights:
+            raise LossatlasError("the PCA plane needs the recorded weights: Monitor(out=...)")
+        if len(self._rows) < 3:
+            raise LossatlasError(f"the PCA plane needs 3 records or more, got {len(self._rows)}")
+        self.file.file.flush()
+        names_shapes = [(n, tuple(t.shape)) for n, t in self.problem.params.items()]
+        pca = pca_directions(self.history.weights(), n=2, names_shapes=names_shapes)
+        spans = []
+        for j in range(2):  # the path with a margin, and the origin (the last record)
+            lo, hi = min(pca.coords[:, j].min(), 0.0), max(pca.coords[:, j].max(), 0.0)
+            spans.append((lo - 0.15 * (hi - lo), hi + 0.15 * (hi - lo)))
+        self._sync_buffers(self.problem)
+        out = Path(out) if out is not None else self.file.path.with_suffix(".plane.h5")
+        plane = surface(
+            self.problem, pca.directions, steps, spans, center=pca.center, quiet=quiet,
+            out=out, overwrite=True,
+        )  # fmt: skip
+        plane = with_paths(plane, {"training (monitor records)": pca.coords})
+        settings = {**plane.settings, "off_plane": [float(d) for d in pca.off_plane]}
+        plane = replace(plane, settings=settings)
+        plane.save(out)
+        return plane
+
     def close(self) -> None:
         """Close the file (rows are flushed as they are written; closing is for tidiness)."""
         if self.file is not None:
