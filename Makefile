@@ -32,6 +32,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/cnn_lstm.py
 	$(BIN)/python bench/curvature_resnet.py
 	$(BIN)/python bench/ray_overhead.py
+	$(BIN)/python bench/monitor_overhead.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
