@@ -130,7 +130,7 @@ from lossatlas.problems import (
 )
 from lossatlas.report import Section, write_report
 from lossatlas.training import TrainedModel, from_checkpoints, train, train_runs
-from lossatlas.watch import Monitor, MonitorRecord
+from lossatlas.watch import Monitor, MonitorRecord, watch_checkpoints
 
 __all__ = [  # noqa: RUF022 (grouped by subpackage)
     "__version__",
@@ -226,6 +226,7 @@ __all__ = [  # noqa: RUF022 (grouped by subpackage)
     # watch: training watched
     "Monitor",
     "MonitorRecord",
+    "watch_checkpoints",
     # io: files
     "export_vtp",
     "load",

@@ -125,6 +125,10 @@ def test_ray_mistakes_are_one_line_errors(tmp_path, monkeypatch):
         la.RayOptions(workers=0)
     proc = run_cli("surface", "linreg", "--ray-workers", "2", cwd=tmp_path)
     assert proc.returncode == 2 and "need --ray ADDRESS" in proc.stderr
+    began = time.monotonic()
+    with pytest.raises(la.LossatlasError, match=r"no Ray cluster at '127\.0\.0\.1:1'"):
+        grid(problem, ray="127.0.0.1:1")  # nothing listens there: at once, not after retries
+    assert time.monotonic() - began < 10
     monkeypatch.setitem(sys.modules, "ray", None)  # as if Ray were not installed
     with pytest.raises(la.LossatlasError, match=r"pip install 'lossatlas\[ray\]'"):
         grid(problem, ray="auto")
@@ -242,3 +246,16 @@ def test_the_cli_keeps_every_point_when_a_worker_is_killed(ray_address, tmp_path
     local_run = run_cli(*common, "--out", "local.h5", cwd=tmp_path)
     assert local_run.returncode == 0, local_run.stderr
     np.testing.assert_allclose(remote.loss, la.load(tmp_path / "local.h5").loss, rtol=1e-6)
+
+
+def test_a_second_cluster_in_one_process_is_one_line(ray_address, tmp_path):
+    import socket
+
+    problem = slow_problem(tmp_path, 0.0)
+    grid(problem, ray=ray_address)  # connected to the session's cluster
+    with socket.socket() as other:  # something listening elsewhere
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        address = f"127.0.0.1:{other.getsockname()[1]}"
+        with pytest.raises(la.LossatlasError, match=r"call ray\.shutdown"):
+            grid(problem, ray=address)

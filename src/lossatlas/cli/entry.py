@@ -21,6 +21,7 @@ from lossatlas.cli import (  # noqa: F401 (importing registers the commands)
     landscape,
     minima,
     runs,
+    watch,
 )
 from lossatlas.cli.common import JsonOption, QuietOption, app
 

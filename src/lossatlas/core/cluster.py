@@ -20,6 +20,7 @@ import collections
 import functools
 import logging
 import os
+import socket
 import time
 import warnings
 from collections.abc import Callable, Hashable, Iterator, Mapping
@@ -114,10 +115,39 @@ def import_ray() -> Any:
     return ray
 
 
+def _check_listening(address: str | None) -> None:
+    """A one-line error at once if nothing listens at a `host:port` address (Ray itself would
+    retry for minutes before giving up)."""
+    if not address or address in ("auto", "local") or "://" in address or ":" not in address:
+        return
+    host, _, port = address.rpartition(":")
+    if not port.isdigit():
+        raise LossatlasError(f"ray address {address!r} is not host:port")
+    try:
+        socket.create_connection((host, int(port)), timeout=5).close()
+    except OSError as exc:
+        raise LossatlasError(
+            f"no Ray cluster at {address!r} ({one_line(exc)}); start one with `ray start "
+            "--head` and pass the address it prints"
+        ) from None
+
+
+_connected: dict[str, str | None] = {}  # the address this module connected to
+
+
 def connect(options: RayOptions) -> Any:
-    """Ray, connected to the cluster of `options` (once per process)."""
+    """Ray, connected to the cluster of `options` (once per process; a one-line error if this
+    process is already connected to another cluster)."""
     ray = import_ray()
-    if not ray.is_initialized():
+    _check_listening(options.address)
+    if ray.is_initialized():
+        first, wanted = _connected.get("address"), options.address
+        if first is not None and wanted not in (first, "auto"):
+            raise LossatlasError(
+                f"this process is connected to the Ray cluster at {first!r}, not {wanted!r}: "
+                "call ray.shutdown() first"
+            )
+    else:
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         try:
             ray.init(
@@ -130,6 +160,7 @@ def connect(options: RayOptions) -> Any:
             raise LossatlasError(
                 f"cannot connect to the Ray cluster at {options.address!r}: {one_line(exc)}"
             ) from None
+        _connected["address"] = options.address
     return ray
 
 

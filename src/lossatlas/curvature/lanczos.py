@@ -311,6 +311,7 @@ def lanczos_eigen(
     v0: torch.Tensor,
     max_steps: int,
     memory: int | None = None,
+    refine: bool = True,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict[str, Any]]:
     """The `k` wanted Ritz pairs of one Lanczos run, stopped as soon as they are accurate.
 
@@ -388,6 +389,8 @@ def lanczos_eigen(
             theta, S = np.array(alpha), np.ones((1, 1))
         pick = ritz_order(theta, which)[:k]
         bounds, gaps = eigenvalue_bounds(theta, b * np.abs(S[-1]), pick)
+        if not refine:  # the residual alone (see `hessian_eigen`'s `refine`)
+            bounds, gaps = b * np.abs(S[-1, pick]), np.zeros(len(pick))
         exhausted = b <= BREAKDOWN * scale
         met = len(pick) == k and bool(
             np.all(bounds <= tol * np.maximum(np.abs(theta[pick]), floor))

@@ -36,7 +36,7 @@ def lanczos_memory(op: HessianOperator) -> int:
 
 
 def solve(
-    op, k, which, tol, v, ncv, max_hvps, solver
+    op, k, which, tol, v, ncv, max_hvps, solver, refine=True
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, dict]:
     """Lanczos first where it fits (see `hessian_eigen`), ARPACK for the rest.
 
@@ -54,7 +54,7 @@ def solve(
     if solver == "lanczos" or (solver == "auto" and k <= LANCZOS_MAX_K and rows >= arpack_basis):
         steps = min(cap, max(rows, 2 * k + 1))
         values, vectors, products, settings = lanczos_eigen(
-            op, k, which, tol, v, steps, memory=memory
+            op, k, which, tol, v, steps, memory=memory, refine=refine
         )
         if settings.pop("met") or solver == "lanczos" or max_hvps is not None:
             return values, vectors, products, settings

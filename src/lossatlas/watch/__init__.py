@@ -5,7 +5,8 @@ Hugging Face Trainer."""
 
 from __future__ import annotations
 
+from lossatlas.watch.checkpoints import watch_checkpoints
 from lossatlas.watch.monitor import Monitor
 from lossatlas.watch.record import MonitorRecord, load_monitor
 
-__all__ = ["Monitor", "MonitorRecord", "load_monitor"]
+__all__ = ["Monitor", "MonitorRecord", "load_monitor", "watch_checkpoints"]

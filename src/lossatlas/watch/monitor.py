@@ -3,11 +3,13 @@
 Every `every` optimizer steps (and whenever `record` is called, e.g. at the end of an epoch) it
 measures, on a fixed subset of the training data: the loss and its gradient's norm; the top
 Hessian eigenvalue `lambda_max` by Lanczos, warm-started from the previous record's eigenvector
-(so a record after a small step takes a few products; Cohen et al. 2021 follow it against
-`2 / lr`, the edge of stability); optionally the Hessian trace (Hutch++, Meyer et al. 2021) and
-the loss on validation data (the generalisation gap). It reads the optimizer's learning rate and
-momentum at each record, and streams every row (and, for a PCA trajectory, the flattened
-weights) to an HDF5 file as it is taken (`watch.record`).
+plus the gradient and a Gaussian (alone, the old eigenvector can be nearly an eigenvector of the
+new Hessian for its second eigenvalue, and Lanczos then stops on that value within two products,
+never seeing the new top: measured on a small network); Cohen et al. 2021 follow `lambda_max`
+against `2 / lr`, the edge of stability; optionally the Hessian trace (Hutch++, Meyer et al.
+2021) and the loss on validation data (the generalisation gap). It reads the optimizer's
+learning rate and momentum at each record, and streams every row (and, for a PCA trajectory, the
+flattened weights) to an HDF5 file as it is taken (`watch.record`).
 
 The model is only read: the measurements run on the Problem's own copy at the live weights
 (`HessianOperator(problem, at=model)`), with the live BatchNorm statistics copied into that
@@ -30,6 +32,7 @@ from torch import nn
 from lossatlas.core.problem import Problem
 from lossatlas.curvature.edge import lr_and_momentum
 from lossatlas.curvature.eigen import hessian_eigen
+from lossatlas.curvature.lanczos import start_vector
 from lossatlas.curvature.operator import HessianOperator
 from lossatlas.curvature.trace import hessian_trace
 from lossatlas.errors import LossatlasError, LossatlasWarning, check_count
@@ -146,9 +149,15 @@ class Monitor:
         began = time.perf_counter()
         op = self._operator()
         loss, gradient = op.loss_and_grad()
+        v0 = None
+        if self._v0 is not None:  # the last eigenvector, with the default start mixed in
+            v0 = start_vector(op, None, self.seed + step).cpu().double().numpy()
+            v0 += self._v0 / np.linalg.norm(self._v0)
         with warnings.catch_warnings():  # a budget that runs out is recorded, not warned
             warnings.simplefilter("ignore", LossatlasWarning)
-            eig = hessian_eigen(op, k=1, tol=self.tol, v0=self._v0, max_hvps=self.max_hvps)
+            eig = hessian_eigen(
+                op, k=1, tol=self.tol, v0=v0, max_hvps=self.max_hvps, refine=v0 is None
+            )
         lam = float(eig.eigenvalues[0])
         if math.isfinite(lam):
             self._v0 = eig.eigenvectors[:, 0]
