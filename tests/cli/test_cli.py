@@ -58,6 +58,8 @@ def test_demo_quick_json(quick_demo) -> None:
         "digits-curve": "CurveLosses",
         "digits-plane": "Surface",
         "digits-flat-sharp": "FlatSharpStudy",
+        "digits-watch": "MonitorRecord",
+        "digits-watch.plane": "Surface",
         "resnet-digits": "Surface",
         "gpt-plane": "Surface",
         "gpt-sharp-train": "Surface",
@@ -89,7 +91,7 @@ def test_demo_quick_json(quick_demo) -> None:
     page = files["report"].read_text(encoding="utf-8")
     assert "plotly.js v" in page and "Licensed under the MIT license" in page
     assert not re.search(r"<script[^>]*\bsrc=", page)  # nothing fetched: works offline
-    assert page.count("<section id=") == 19
+    assert page.count("<section id=") == 21
     # Many minima: the trained curve's barrier is below the straight line's, which is the
     # largest entry of the barrier matrix for that pair or below it.
     # (the two straight lines are evaluated on different engine paths: equal to float rounding)
@@ -97,6 +99,13 @@ def test_demo_quick_json(quick_demo) -> None:
         0 <= result["curve_barrier"] < result["line_barrier"] <= result["barrier_max"] * (1 + 1e-8)
     )
     assert all(g > 0 for g in result["minima_gap"]) and len(result["minima_lambda_max"]) == 3
+    # Watching training: every record's threshold is (2 + 2 momentum) / lr = 2 * 1.9 / 0.05.
+    watched = la.load(files["digits-watch"])
+    assert result["watch_records"] == len(watched) == 6 and list(watched.step) == [
+        20, 40, 60, 80, 100, 120,
+    ]  # fmt: skip
+    np.testing.assert_allclose(watched.threshold, 76.0)
+    assert np.isfinite(watched.lambda_max).all() and np.isfinite(watched.gap).all()
     # The networks users bring: a trained ResNet and a language model that reads its context.
     assert 0 < result["resnet_loss_center"] < 0.05 and result["resnet_lambda_max"] > 0
     assert result["gpt_test_loss_center"] < gpt.unigram_entropy(gpt.encode(gpt.gpt_text()[0]))

@@ -20,18 +20,6 @@ from lossatlas.cli.common import (
     check_suffix,
     user_errors,
 )
-from lossatlas.errors import LossatlasError
-
-
-def _data_option(data: str) -> str | int:
-    if data in ("all", "first_batch"):
-        return data
-    try:
-        return int(data)
-    except ValueError:
-        raise LossatlasError(
-            f"--data must be all, first_batch or a number of samples, got {data!r}"
-        ) from None
 
 
 @app.command()
@@ -62,7 +50,7 @@ def sharpness(
     quiet: QuietOption = False,
 ) -> None:
     """Curvature and sharpness: Hessian spectrum and trace, stable lr, sharpness measures."""
-    from lossatlas.cli.spec import load_problem
+    from lossatlas.cli.spec import data_option, load_problem
     from lossatlas.curvature.summary import sharpness_report
 
     check_suffix(out, (".h5", ".hdf5"), "--out")
@@ -80,7 +68,7 @@ def sharpness(
         rho=rho,
         seed=seed,
         params=params or None,
-        data=_data_option(data),
+        data=data_option(data),
         quiet=True if quiet or as_json else None,  # None: LOSSATLAS_QUIET decides
     )
     files = {}

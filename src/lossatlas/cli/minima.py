@@ -32,23 +32,6 @@ def ray_options_of(ray: str | None, workers: int | None) -> Any:
     return la.RayOptions(address=ray, workers=workers)
 
 
-def _val_problem(spec: str, val: str | None) -> Any:
-    """`--val`: another SPEC, or `test` for a built-in problem's held-out split."""
-    from lossatlas.cli.spec import load_problem
-    from lossatlas.problems.registry import PROBLEMS, get_problem
-
-    if val is None:
-        return None
-    if val == "test":
-        if spec not in PROBLEMS:
-            raise LossatlasError("--val test needs a built-in problem; give --val SPEC instead")
-        try:
-            return get_problem(spec, split="test")
-        except TypeError:
-            raise LossatlasError(f"{spec} has no held-out split; give --val SPEC") from None
-    return load_problem(val)
-
-
 @app.command()
 @user_errors
 def minima(
@@ -94,7 +77,7 @@ def minima(
 ) -> None:
     """Several minima of one problem: losses, gaps, sharpness, distances, barriers, a curve."""
     import lossatlas as la
-    from lossatlas.cli.spec import load_problem
+    from lossatlas.cli.spec import load_problem, val_problem
     from lossatlas.io.storage import save
     from lossatlas.report.page import Section
 
@@ -103,7 +86,7 @@ def minima(
     ray_options = ray_options_of(ray, ray_workers)
     began = time.perf_counter()
     problem = load_problem(spec)
-    held_out = _val_problem(spec, val)
+    held_out = val_problem(spec, val)
     bars = True if quiet or as_json else None
     n_runs = len(checkpoint or []) or len(seed or [0, 1, 2]) * len(batch_size or [0]) * len(
         lr or [0]

@@ -87,3 +87,29 @@ def with_weights(problem: Problem, weights: str | Path) -> Problem:
     except RuntimeError as exc:
         raise LossatlasError(f"{path} does not fit the model: {one_line(exc)}") from exc
     return problem.with_weights(dict(module.named_parameters()), dict(module.named_buffers()))
+
+
+def data_option(data: str) -> str | int:
+    """`--data`: all, first_batch or a number of samples."""
+    if data in ("all", "first_batch"):
+        return data
+    try:
+        return int(data)
+    except ValueError:
+        raise LossatlasError(
+            f"--data must be all, first_batch or a number of samples, got {data!r}"
+        ) from None
+
+
+def val_problem(spec: str, val: str | None) -> Problem | None:
+    """`--val`: another SPEC, or `test` for a built-in problem's held-out split."""
+    if val is None:
+        return None
+    if val == "test":
+        if spec not in PROBLEMS:
+            raise LossatlasError("--val test needs a built-in problem; give --val SPEC instead")
+        try:
+            return get_problem(spec, split="test")
+        except TypeError:
+            raise LossatlasError(f"{spec} has no held-out split; give --val SPEC") from None
+    return load_problem(val)

@@ -16,8 +16,6 @@ from lossatlas.cli.common import (
     emit,
     user_errors,
 )
-from lossatlas.cli.curvature import _data_option
-from lossatlas.cli.minima import _val_problem
 
 
 @app.command()
@@ -47,7 +45,7 @@ def watch(
 ) -> None:
     """Loss, gradient norm, lambda_max against 2 / lr, trace and gap at every checkpoint."""
     import lossatlas as la
-    from lossatlas.cli.spec import load_problem
+    from lossatlas.cli.spec import data_option, load_problem, val_problem
     from lossatlas.errors import LossatlasError
 
     check_suffix(out, (".h5", ".hdf5"), "--out")
@@ -63,7 +61,7 @@ def watch(
     bars = True if quiet or as_json else None
     monitor = la.watch_checkpoints(
         problem, files, out=out, overwrite=overwrite, lr=lr, momentum=momentum,
-        data=_data_option(data), trace=trace, val=_val_problem(spec, val), quiet=bars,
+        data=data_option(data), trace=trace, val=val_problem(spec, val), quiet=bars,
     )  # fmt: skip
     written = {"monitor": str(out)}
     if plane and len(files) >= 3:

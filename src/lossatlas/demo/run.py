@@ -214,6 +214,7 @@ def run_demo(
     """
     from lossatlas.demo.minima import minima_sections
     from lossatlas.demo.networks import gpt_sections, resnet_sections
+    from lossatlas.demo.watching import watching_sections
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -235,6 +236,9 @@ def run_demo(
     minima, found = clock.run("many minima", lambda: minima_sections(quiet, quick, train, plane))
     sections += minima
     numbers.update(found)
+    watched, found = clock.run("watching", lambda: watching_sections(quiet, quick, out))
+    sections += watched
+    numbers.update(found)
     for name, part in (("resnet-digits", resnet_sections), ("tiny-gpt", gpt_sections)):
         more, found = clock.run(name, lambda part=part: part(quiet, quick))
         sections += more
@@ -254,6 +258,9 @@ def run_demo(
     }
 
 
+STREAMED = ("digits-mlp", "digits-watch", "digits-watch.plane")
+
+
 def _files(sections: dict[str, Section], out: Path, log: bool) -> dict[str, str]:
     """Each result as HDF5 (for `lossatlas report`) and the main static figures."""
     files = {}
@@ -261,7 +268,7 @@ def _files(sections: dict[str, Section], out: Path, log: bool) -> dict[str, str]
         named = section.result if isinstance(section.result, dict) else {"": section.result}
         for part, result in named.items():  # surfaces side by side: one file each
             key = f"{name}-{part}" if part else name
-            if key != "digits-mlp":  # written by the surface itself
+            if key not in STREAMED:  # written as they were computed
                 save(result, out / f"{key}.h5")
             files[key] = str(out / f"{key}.h5")
     r = {name: s.result for name, s in sections.items()}
@@ -273,6 +280,7 @@ def _files(sections: dict[str, Section], out: Path, log: bool) -> dict[str, str]
         "digits-pca.png": lambda p: la.plot_paths(r["digits-pca"], r["digits-pca"].paths, p),
         "digits-barriers.png": lambda p: la.plot_barriers(r["digits-barriers"], p),
         "digits-flat-sharp.png": lambda p: la.plot_flat_vs_sharp(r["digits-flat-sharp"], p),
+        "digits-watch.png": lambda p: la.plot_monitor(r["digits-watch"], p),
     }
     for name, draw in figures.items():
         files[name] = str(draw(out / name))

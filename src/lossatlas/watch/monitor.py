@@ -39,6 +39,14 @@ from lossatlas.errors import LossatlasError, LossatlasWarning, check_count
 from lossatlas.watch.record import COLUMNS, MonitorFile, MonitorRecord
 
 
+def _threshold(lr: float, momentum: float) -> float:
+    """`(2 + 2 momentum) / lr`, the largest stable `lambda_max`; inf at lr 0 (a schedule's
+    end), NaN without a learning rate."""
+    if lr == 0:
+        return math.inf
+    return (2.0 + 2.0 * momentum) / lr
+
+
 class Monitor:
     """Records the loss, gradient norm, `lambda_max` (and trace, validation gap) during training.
 
@@ -173,7 +181,7 @@ class Monitor:
             "step": step, "epoch": math.nan if epoch is None else float(epoch), "loss": loss,
             "grad_norm": float(gradient.double().norm()), "lambda_max": lam,
             "lambda_error": float(eig.settings["error_bounds"][0]), "lr": lr,
-            "momentum": momentum, "threshold": (2.0 + 2.0 * momentum) / lr, "trace": trace,
+            "momentum": momentum, "threshold": _threshold(lr, momentum), "trace": trace,
             "trace_stderr": stderr, "val_loss": val_loss, "gap": val_loss - loss,
             "hvps": float(op.hvps), "seconds": time.perf_counter() - began,
         }  # fmt: skip
@@ -189,6 +197,11 @@ class Monitor:
         ).numpy()
 
     @property
+    def last(self) -> dict[str, float] | None:
+        """The latest row recorded (None before the first)."""
+        return dict(self._rows[-1]) if self._rows else None
+
+    @property
     def history(self) -> MonitorRecord:
         """What was recorded so far (in memory; the weights stay in the file)."""
         columns = {name: np.array([r[name] for r in self._rows], dtype=float) for name in COLUMNS}
@@ -197,8 +210,9 @@ class Monitor:
         return MonitorRecord(**columns, settings=dict(self.settings), path=path)
 
     def state_dict(self) -> dict[str, Any]:
-        """What a resumed training needs: the rows, the step count and the last eigenvector."""
-        v0 = None if self._v0 is None else torch.from_numpy(np.asarray(self._v0))
+        """What a resumed training needs: the rows, the step count and the last eigenvector
+        (float32: a warm start needs no more)."""
+        v0 = None if self._v0 is None else torch.from_numpy(np.asarray(self._v0, np.float32))
         return {"rows": [dict(r) for r in self._rows], "steps_seen": self.steps_seen, "v0": v0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
