@@ -213,7 +213,7 @@ def test_demo_report_renders_in_chromium(quick_demo) -> None:
     page = (out / "report.html").read_text(encoding="utf-8")
     n_divs = len(re.findall(r"<div\b[^>]*\bclass=[\"'][^\"']*\bplotly-graph-div\b", page))
     n_3d = page.count("drag to rotate")  # the caption of every 3D view
-    assert n_divs >= 30 and n_3d == 9
+    assert n_divs >= 30 and n_3d == 10
     info = open_report(out / "report.html", "demo_report.png", timeout_s=90)
     assert info["console_errors"] == [] and info["page_errors"] == [], info
     assert not info["timed_out"], info["details"]
