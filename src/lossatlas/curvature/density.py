@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from lossatlas.core.cluster import RayOptions, as_ray_options
+from lossatlas.core.planning import blas_on_one_thread
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
 from lossatlas.curvature.distributed import RayBlocks, seeded_tasks
@@ -127,6 +128,7 @@ class Density:
         return grid, values / (sigma * math.sqrt(2 * math.pi))
 
 
+@blas_on_one_thread
 def spectral_density(
     source: Source,
     *,

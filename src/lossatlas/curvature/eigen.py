@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from lossatlas.core.directions import Directions
+from lossatlas.core.planning import blas_on_one_thread
 from lossatlas.core.problem import Problem
 from lossatlas.core.provenance import versions
 from lossatlas.curvature.lanczos import (
@@ -152,6 +153,7 @@ def _record(
     return Eigen(*arrays, op.hvps - hvps0, seconds, settings, versions(), names, layout)
 
 
+@blas_on_one_thread
 def hessian_eigen(
     source: Source,
     k: int = 1,
@@ -293,6 +295,7 @@ def hessian_eigen(
     return record
 
 
+@blas_on_one_thread
 def power_iteration(
     source: Source,
     *,

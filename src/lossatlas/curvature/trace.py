@@ -57,6 +57,7 @@ from typing import Any
 import torch
 
 from lossatlas.core.cluster import RayOptions, as_ray_options
+from lossatlas.core.planning import blas_on_one_thread
 from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
@@ -254,6 +255,7 @@ def _check(n_vectors: int, method: str) -> None:
         raise LossatlasError(f"{method} needs n_vectors >= {least} ({why}), got {n_vectors}")
 
 
+@blas_on_one_thread
 def hessian_trace(
     source: Problem | HessianOperator,
     *,

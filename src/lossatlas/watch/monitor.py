@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from lossatlas.core.planning import blas_on_one_thread
 from lossatlas.core.problem import Problem
 from lossatlas.curvature.edge import lr_and_momentum
 from lossatlas.curvature.eigen import hessian_eigen
@@ -149,6 +150,7 @@ class Monitor:
         self.record(self.steps_seen, epoch=epoch)
         return True
 
+    @blas_on_one_thread
     def record(self, step: int | None = None, *, epoch: float | None = None) -> dict[str, float]:
         """Measure now, at the live weights; returns the row (also appended to `out`)."""
         step = self.steps_seen if step is None else int(step)
