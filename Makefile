@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench docs clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,9 +20,14 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The site, offline and strict: docs/hooks.py first runs the tutorials and the gallery (their
+# figures are not committed), then any warning fails the build. Open site/index.html.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench docs/hooks.py docs/tutorial_runner.py
+	$(BIN)/ruff format --check src tests bench docs/hooks.py docs/tutorial_runner.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet --no-deps loss-landscapes==3.0.6  # the peer, bench only
