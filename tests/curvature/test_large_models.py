@@ -16,7 +16,8 @@ from lossatlas.curvature import solvers
 from lossatlas.curvature.eigen import hessian_eigen, power_iteration
 from lossatlas.curvature.lanczos import dot, dot_products, norm
 from lossatlas.curvature.operator import HessianOperator
-from lossatlas.curvature.trace import _gaussian, _orthonormal, _rademacher, hessian_trace
+from lossatlas.curvature.probes import gaussian, rademacher
+from lossatlas.curvature.trace import _orthonormal, hessian_trace
 from tests.oracles.cases import build_case
 from tests.oracles.hessian import dense_hessian, planted_quadratic
 
@@ -146,13 +147,13 @@ def test_long_float32_inner_products_are_accurate():
 def test_trace_draws_are_the_documented_vectors():
     op = HessianOperator(float32_case("mlp")[0])
     gen = torch.Generator().manual_seed(3)
-    signs = _rademacher(op, gen, 4)
+    signs = rademacher(op, gen, 4)
     gen = torch.Generator().manual_seed(3)
     expected = torch.stack([torch.randint(0, 2, (op.dim,), generator=gen) for _ in range(4)])
     assert signs.shape == (4, op.dim) and signs.dtype == torch.float32
     torch.testing.assert_close(signs, expected.float() * 2 - 1, rtol=0, atol=0)
     gen = torch.Generator().manual_seed(3)
-    normal = _gaussian(op, gen, 2)
+    normal = gaussian(op, gen, 2)
     gen = torch.Generator().manual_seed(3)
     expected = torch.stack([torch.randn(op.dim, generator=gen) for _ in range(2)])
     torch.testing.assert_close(normal, expected, rtol=0, atol=0)

@@ -40,6 +40,14 @@ from lossatlas.core.cluster import (
     shipped_problem,
 )
 from lossatlas.curvature.operator import HessianOperator
+from lossatlas.curvature.probes import (
+    basis_forms,
+    bits,
+    normals,
+    residual_forms,
+    sketch,
+    skip_rows,
+)
 from lossatlas.curvature.selection import DataSelection
 
 Kernel = Callable[..., Any]  # kernel(op, generator or None, *args) -> a block's value
@@ -218,3 +226,70 @@ class RayBlocks:
         self.stats["replaced"] += stats.get("replaced", 0)
         self.stats["startup_seconds"] += stats.get("startup_seconds", 0.0)
         self.stats["pools"] += 1
+
+
+# -- the trace's phases on Ray (`hessian_trace(..., ray=...)`) ---------------------------------
+def quadratic_forms_on_ray(
+    op: HessianOperator,
+    generator: torch.Generator,
+    m: int,
+    advance: Callable[[int], Any],
+    remote: RayBlocks,
+) -> torch.Tensor:
+    """`_quadratic_forms` (without `Q`) in blocks on Ray workers that draw the same rows."""
+    skip = functools.partial(skip_rows, op.dim, op.dtype, bits)
+    tasks = seeded_tasks(generator, m, remote.block_size(m, op.block_width()), skip)
+    got = {}
+    for key, block in remote.run(residual_forms, tasks):
+        got[key] = block.value
+        advance(len(block.value))
+    return torch.cat([got[i] for i in sorted(got)])
+
+
+def sketch_on_ray(
+    op: HessianOperator, generator: torch.Generator, k: int, remote: RayBlocks
+) -> torch.Tensor:
+    """Hutch++'s `H S` from Ray workers that draw the Gaussian rows of `S` themselves."""
+    skip = functools.partial(skip_rows, op.dim, op.dtype, normals)
+    tasks = seeded_tasks(generator, k, remote.block_size(k, op.block_width()), skip)
+    got = {key: block.value for key, block in remote.run(sketch, tasks)}
+    return torch.cat([got[i] for i in sorted(got)], 1).to(op.device)
+
+
+def basis_and_residual_on_ray(
+    op: HessianOperator,
+    generator: torch.Generator,
+    Q: torch.Tensor,
+    r: int,
+    remote: RayBlocks,
+    advance: Callable[[int], Any],
+) -> tuple[float, torch.Tensor | None]:
+    """`tr(Q^T H Q)` and the `r` deflated residual forms (None if `r` is 0), in one pool of Ray
+    workers: both need only `Q`, which goes once to the object store."""
+    shared, width = remote.share(Q.cpu()), op.block_width()
+    size = remote.block_size(Q.shape[0], width)
+    tasks: dict[tuple[str, int], tuple] = {
+        ("basis", a): (None, (shared, a, min(a + size, Q.shape[0])))
+        for a in range(0, Q.shape[0], size)
+    }
+    if r:
+        skip = functools.partial(skip_rows, op.dim, op.dtype, bits)
+        residual = seeded_tasks(generator, r, remote.block_size(r, width), skip, (shared,))
+        tasks.update({("residual", i): task for i, task in residual.items()})
+    got = {}
+    for key, block in remote.run(_residual_or_basis, tasks):
+        got[key] = block.value
+        advance(len(block.value))
+    low_rank = float(torch.cat([got[key] for key in sorted(got) if key[0] == "basis"]).sum())
+    residual = [got[key] for key in sorted(got) if key[0] == "residual"]
+    return low_rank, torch.cat(residual) if residual else None
+
+
+def _residual_or_basis(
+    op: HessianOperator, generator: torch.Generator | None, *args: Any
+) -> torch.Tensor:
+    """A Ray task of Hutch++'s second pool: `basis_forms` for `(Q, a, b)` (no generator),
+    `residual_forms` for `(k, Q)`."""
+    if generator is None:
+        return basis_forms(op, None, *args)
+    return residual_forms(op, generator, *args)

@@ -47,7 +47,6 @@ References:
 
 from __future__ import annotations
 
-import functools
 import math
 import time
 from collections.abc import Callable
@@ -61,9 +60,15 @@ from lossatlas.core.planning import blas_on_one_thread
 from lossatlas.core.problem import Problem
 from lossatlas.core.progress import progress
 from lossatlas.core.provenance import versions
-from lossatlas.curvature.distributed import RayBlocks, seeded_tasks
+from lossatlas.curvature.distributed import (
+    RayBlocks,
+    basis_and_residual_on_ray,
+    quadratic_forms_on_ray,
+    sketch_on_ray,
+)
 from lossatlas.curvature.lanczos import dot_products, float64_device
 from lossatlas.curvature.operator import HessianOperator, as_operator
+from lossatlas.curvature.probes import basis_forms, residual_forms, sketch
 from lossatlas.errors import LossatlasError
 
 TRACE_METHODS = ("hutch++", "hutchinson")
@@ -118,99 +123,6 @@ class Trace:
         }
 
 
-def _bits(row: torch.Tensor, generator: torch.Generator) -> None:
-    """Fill `row` with 0s and 1s: `torch.randint(0, 2, (dim,), generator=generator)`'s draws,
-    in place, without an int64 vector."""
-    row.random_(0, 2, generator=generator)
-
-
-def _normals(row: torch.Tensor, generator: torch.Generator) -> None:
-    """Fill `row` with standard normals (`torch.randn(dim, generator=generator)` in its dtype)."""
-    row.normal_(generator=generator)
-
-
-def _rademacher(op: HessianOperator, generator: torch.Generator, k: int) -> torch.Tensor:
-    """A `(k, dim)` block of random signs in the operator's dtype, row by row.
-
-    Row `i` holds `2 torch.randint(0, 2, (dim,), generator=generator) - 1` (`_bits`), so the
-    signs do not depend on block sizes.
-    """
-    rows = torch.empty(k, op.dim, dtype=op.dtype)
-    for row in rows:
-        _bits(row, generator)
-    return rows.mul_(2).sub_(1).to(op.device)
-
-
-def _gaussian(op: HessianOperator, generator: torch.Generator, k: int) -> torch.Tensor:
-    """A `(k, dim)` block of standard normal entries, drawn row by row in the operator's
-    dtype (`_normals`)."""
-    rows = torch.empty(k, op.dim, dtype=op.dtype)
-    for row in rows:
-        _normals(row, generator)
-    return rows.to(op.device)
-
-
-def _skip(
-    dim: int,
-    dtype: torch.dtype,
-    fill: Callable[[torch.Tensor, torch.Generator], None],
-    generator: torch.Generator,
-    k: int,
-) -> None:
-    """Advance `generator` past `k` rows that `fill` would draw (`_rademacher` with `_bits`,
-    `_gaussian` with `_normals`): one reused CPU row of the same size and dtype consumes the
-    same random numbers, so the next row drawn is the one a local run would draw next."""
-    row = torch.empty(dim, dtype=dtype)
-    for _ in range(k):
-        fill(row, generator)
-
-
-def _products(op: HessianOperator, rows: torch.Tensor) -> torch.Tensor:
-    """`H V` for `V` the transpose of `(k, dim)` rows (every column of `V` is contiguous), in
-    blocks of `op.block_width()` vectors."""
-    width = op.block_width()
-    if rows.shape[0] <= width:
-        return op.matmat(rows.T)
-    return torch.cat([op.matmat(rows[a : a + width].T) for a in range(0, len(rows), width)], 1)
-
-
-def _forms(rows: torch.Tensor, products: torch.Tensor) -> torch.Tensor:
-    """`v_i^T (H v_i)` for the rows `v_i` and the columns of `products`, as float64.
-
-    The diagonal of one `(k, dim) x (dim, k)` product by `dot_products` (float64 sums of
-    chunks; `k^2 dim` multiply-adds, a few percent of a Hessian-vector product's cost).
-    """
-    return torch.diagonal(dot_products(rows, products)).cpu()
-
-
-def _deflate(G: torch.Tensor, Q: torch.Tensor) -> torch.Tensor:
-    """`(I - Q^T Q)` applied to the rows of `G`, in place (`Q`: orthonormal rows)."""
-    return G.addmm_(dot_products(G, Q.T).to(G.device, G.dtype), Q, alpha=-1)
-
-
-def _residual_forms(
-    op: HessianOperator, generator: torch.Generator, k: int, Q: torch.Tensor | None = None
-) -> torch.Tensor:
-    """`g_i^T P H P g_i` for the next `k` Rademacher rows `g_i` of `generator` (`P = I - Q^T Q`,
-    or I without `Q`): one block of Hutchinson's quadratic forms, here or on a Ray worker."""
-    G = _rademacher(op, generator, k)
-    if Q is not None:
-        G = _deflate(G, Q)
-    return _forms(G, _products(op, G))
-
-
-def _sketch(op: HessianOperator, generator: torch.Generator, k: int) -> torch.Tensor:
-    """`H S` for the next `k` Gaussian rows of `generator` (Hutch++'s sketch), `(dim, k)`."""
-    return _products(op, _gaussian(op, generator, k))
-
-
-def _basis_forms(
-    op: HessianOperator, generator: torch.Generator | None, Q: torch.Tensor, a: int, b: int
-) -> torch.Tensor:
-    """`q_i^T H q_i` for the rows `a:b` of `Q` (the generator is not used)."""
-    return _forms(Q[a:b], _products(op, Q[a:b]))
-
-
 def _quadratic_forms(
     op: HessianOperator,
     generator: torch.Generator,
@@ -222,26 +134,9 @@ def _quadratic_forms(
     `op.block_width()` vectors at a time."""
     values, width = [], op.block_width()
     for a in range(0, m, width):
-        values.append(_residual_forms(op, generator, min(width, m - a), Q))
+        values.append(residual_forms(op, generator, min(width, m - a), Q))
         advance(len(values[-1]))
     return torch.cat(values)
-
-
-def _quadratic_forms_on_ray(
-    op: HessianOperator,
-    generator: torch.Generator,
-    m: int,
-    advance: Callable[[int], Any],
-    remote: RayBlocks,
-) -> torch.Tensor:
-    """`_quadratic_forms` (without `Q`) in blocks on Ray workers that draw the same rows."""
-    skip = functools.partial(_skip, op.dim, op.dtype, _bits)
-    tasks = seeded_tasks(generator, m, remote.block_size(m, op.block_width()), skip)
-    got = {}
-    for key, block in remote.run(_residual_forms, tasks):
-        got[key] = block.value
-        advance(len(block.value))
-    return torch.cat([got[i] for i in sorted(got)])
 
 
 def _check(n_vectors: int, method: str) -> None:
@@ -313,7 +208,7 @@ def hessian_trace(
             if remote is None:
                 forms = _quadratic_forms(op, generator, n_vectors, advance)
             else:
-                forms = _quadratic_forms_on_ray(op, generator, n_vectors, advance, remote)
+                forms = quadratic_forms_on_ray(op, generator, n_vectors, advance, remote)
             estimate = float(forms.mean())
         else:
             estimate, forms, low_rank, rank = _hutchpp(op, generator, n_vectors, advance, remote)
@@ -409,69 +304,20 @@ def _hutchpp(
     """Hutch++ (Meyer et al. 2021, Algorithm 1): estimate, residual quadratic forms,
     `tr(Q^T H Q)` and the rank of Q."""
     k = m // 3
-    HS = _sketch(op, generator, k) if remote is None else _sketch_on_ray(op, generator, k, remote)
+    HS = sketch(op, generator, k) if remote is None else sketch_on_ray(op, generator, k, remote)
     advance(k)
     Q = _orthonormal(HS)  # rows: an orthonormal basis of range(H S), at most dim of them
     del HS
     # Q Q^T = I when Q has dim rows: the trace is exact and the residual zero (no products)
     r = 0 if Q.shape[0] >= op.dim else m - 2 * k
     if remote is None:
-        low_rank = float(_basis_forms(op, None, Q, 0, Q.shape[0]).sum())
+        low_rank = float(basis_forms(op, None, Q, 0, Q.shape[0]).sum())
         advance(k)
         forms = _quadratic_forms(op, generator, r, advance, Q) if r else None
     else:  # H Q and the residual in one pool: both need only Q
-        low_rank, forms = _basis_and_residual_on_ray(op, generator, Q, r, remote, advance)
+        low_rank, forms = basis_and_residual_on_ray(op, generator, Q, r, remote, advance)
         advance(k - Q.shape[0])
     if forms is None:
         advance(m - 2 * k)
         return low_rank, torch.zeros(0, dtype=torch.float64), low_rank, Q.shape[0]
     return low_rank + float(forms.mean()), forms, low_rank, Q.shape[0]
-
-
-def _sketch_on_ray(
-    op: HessianOperator, generator: torch.Generator, k: int, remote: RayBlocks
-) -> torch.Tensor:
-    """Hutch++'s `H S` from Ray workers that draw the Gaussian rows of `S` themselves."""
-    skip = functools.partial(_skip, op.dim, op.dtype, _normals)
-    tasks = seeded_tasks(generator, k, remote.block_size(k, op.block_width()), skip)
-    got = {key: block.value for key, block in remote.run(_sketch, tasks)}
-    return torch.cat([got[i] for i in sorted(got)], 1).to(op.device)
-
-
-def _basis_and_residual_on_ray(
-    op: HessianOperator,
-    generator: torch.Generator,
-    Q: torch.Tensor,
-    r: int,
-    remote: RayBlocks,
-    advance: Callable[[int], Any],
-) -> tuple[float, torch.Tensor | None]:
-    """`tr(Q^T H Q)` and the `r` deflated residual forms (None if `r` is 0), in one pool of Ray
-    workers: both need only `Q`, which goes once to the object store."""
-    shared, width = remote.share(Q.cpu()), op.block_width()
-    size = remote.block_size(Q.shape[0], width)
-    tasks: dict[tuple[str, int], tuple] = {
-        ("basis", a): (None, (shared, a, min(a + size, Q.shape[0])))
-        for a in range(0, Q.shape[0], size)
-    }
-    if r:
-        skip = functools.partial(_skip, op.dim, op.dtype, _bits)
-        residual = seeded_tasks(generator, r, remote.block_size(r, width), skip, (shared,))
-        tasks.update({("residual", i): task for i, task in residual.items()})
-    got = {}
-    for key, block in remote.run(_residual_or_basis, tasks):
-        got[key] = block.value
-        advance(len(block.value))
-    low_rank = float(torch.cat([got[key] for key in sorted(got) if key[0] == "basis"]).sum())
-    residual = [got[key] for key in sorted(got) if key[0] == "residual"]
-    return low_rank, torch.cat(residual) if residual else None
-
-
-def _residual_or_basis(
-    op: HessianOperator, generator: torch.Generator | None, *args: Any
-) -> torch.Tensor:
-    """A Ray task of Hutch++'s second pool: `_basis_forms` for `(Q, a, b)` (no generator),
-    `_residual_forms` for `(k, Q)`."""
-    if generator is None:
-        return _basis_forms(op, None, *args)
-    return _residual_forms(op, generator, *args)

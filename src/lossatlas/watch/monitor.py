@@ -52,8 +52,8 @@ class Monitor:
     """Records the loss, gradient norm, `lambda_max` (and trace, validation gap) during training.
 
     Call `step()` after every optimizer step (it records when the step count is a multiple of
-    `every`), or `record()` to record now. `record` (the property) returns what was recorded;
-    `lossatlas.load(out)` reads the file.
+    `every`), or `record()` to record now. `history` returns what was recorded, `last` the
+    latest row; `lossatlas.load(out)` reads the file.
 
     Args:
         problem: the loss and (training) data; the Hessian is taken on it.
@@ -112,14 +112,12 @@ class Monitor:
             "trace": self.trace, "val_data": val_data if val is not None else None,
             "seed": seed, "n_params": problem.n_params, "weights": weights,
         }  # fmt: skip
-        self.file = None if out is None else MonitorFile(out, self.settings, self._n(weights))
+        n_params = problem.n_params if weights else None
+        self.file = None if out is None else MonitorFile(out, self.settings, n_params)
         self.keep_weights = weights
         self.steps_seen = 0
         self._rows: list[dict[str, float]] = []
         self._v0: np.ndarray | None = None
-
-    def _n(self, weights: bool) -> int | None:
-        return self.problem.n_params if weights else None
 
     def _operator(self, problem: Problem | None = None, data: Any = None) -> HessianOperator:
         problem = problem or self.problem
