@@ -128,6 +128,9 @@ def test_the_gradient_is_the_losss_gradient_kept_graphs_or_not(budget, cached):
     ref_g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(ref, list(params.values()))])
     torch.testing.assert_close(g, ref_g, rtol=1e-10, atol=1e-12)
     assert op.cached == cached and op.hvps == 0
+    loss, again = op.loss_and_grad()  # from the kept graphs when they exist: no second pass
+    assert loss == pytest.approx(ref.item(), rel=1e-12)
+    torch.testing.assert_close(again, ref_g, rtol=1e-10, atol=1e-12)
     dense = dense_hessian(case.model, nn.CrossEntropyLoss(), case.X, case.y)
     torch.testing.assert_close(op.matvec(g), dense @ g, rtol=1e-10, atol=1e-12)
 

@@ -133,6 +133,7 @@ class HessianOperator:
             self.memory_budget = default_budget(self.device) if budget is None else budget
         self._graphs: list[tuple[list[torch.Tensor], list[Any], list[int]]] | None = None
         self.cached = False  # whether products reuse cached gradient graphs
+        self._graph_loss = 0.0  # the loss summed while the graphs were built
         if self.device.type == "cpu":
             tune_malloc()  # freed activations kept, not faulted in again every product
 
@@ -163,7 +164,10 @@ class HessianOperator:
         return batch_value(problem.loss_fn(out, y)).to(self.dtype) * weight
 
     def loss_and_grad(self, offset: torch.Tensor | None = None) -> tuple[float, torch.Tensor]:
-        """Loss and flat gradient at `point + offset` over the selected data."""
+        """Loss and flat gradient at `point + offset` over the selected data (at the point
+        itself from the kept gradient graphs, once built: no second pass)."""
+        if offset is None and self._graphs is not None:
+            return self._graph_loss, self.gradient()
         point = self._shifted(offset)
         total, grads = 0.0, torch.zeros(self.dim, dtype=self.dtype, device=self.device)
         for batch, weight in self.data.weighted():
@@ -297,7 +301,7 @@ class HessianOperator:
 
     def _build_graphs(self) -> None:
         """Each batch's gradient, kept with its graph (`create_graph`) for the products."""
-        self._graphs = []
+        self._graphs, self._graph_loss = [], 0.0
         for batch, weight in self.data.weighted():
             leaves = [self.point[n].detach().requires_grad_(True) for n in self.names]
             with torch.enable_grad():
@@ -306,6 +310,7 @@ class HessianOperator:
                     self._graphs = None
                     raise LossatlasError(NOT_FINITE)
                 grads = torch.autograd.grad(value, leaves, create_graph=True, allow_unused=True)
+            self._graph_loss += float(value.detach())
             # Only gradients that still depend on the parameters have a second derivative.
             live = [k for k, g in enumerate(grads) if g is not None and g.requires_grad]
             self._graphs.append((leaves, list(grads), live))

@@ -156,6 +156,7 @@ class Monitor:
             return self._rows[-1]  # this step is already recorded (an epoch end at a record)
         began = time.perf_counter()
         op = self._operator()
+        op.gradient()  # builds the kept graphs: the loss, gradient and products share one pass
         loss, gradient = op.loss_and_grad()
         v0 = None
         if self._v0 is not None:  # the last eigenvector, with the default start mixed in
