@@ -164,6 +164,17 @@ def connect(options: RayOptions) -> Any:
     return ray
 
 
+def worker_count(options: RayOptions) -> int:
+    """The actors to start for many tasks: `options.workers`, else the worker slots of the
+    cluster's CPUs (GPUs with `gpus_per_worker`), at least one."""
+    if options.workers is not None:
+        return options.workers
+    resources = connect(options).cluster_resources()
+    if options.gpus_per_worker:
+        return max(1, int(resources.get("GPU", 0) // options.gpus_per_worker))
+    return max(1, int(resources.get("CPU", 1) // options.cpus_per_worker))
+
+
 class _Worker:
     """One actor: `setup()` once, then `work(state, payload)` per task."""
 
@@ -206,12 +217,7 @@ def run_on_ray(
     ray = connect(options)
     from ray.exceptions import RayActorError, RayTaskError
 
-    resources = ray.cluster_resources()
-    if options.gpus_per_worker:
-        slots = int(resources.get("GPU", 0) // options.gpus_per_worker)
-    else:
-        slots = int(resources.get("CPU", 1) // options.cpus_per_worker)
-    n_workers = max(1, min(options.workers or slots, len(tasks)))
+    n_workers = min(worker_count(options), len(tasks))
     actor_class = ray.remote(_Worker).options(
         num_cpus=options.cpus_per_worker,
         num_gpus=options.gpus_per_worker,

@@ -38,6 +38,7 @@ from lossatlas.core.cluster import (
     problem_on_worker,
     run_on_ray,
     shipped_problem,
+    worker_count,
 )
 from lossatlas.curvature.operator import HessianOperator
 from lossatlas.curvature.probes import (
@@ -155,17 +156,6 @@ def seeded_tasks(
         tasks[i] = (generator.get_state(), (count, *args))
         skip(generator, count)
     return tasks
-
-
-def worker_count(options: RayOptions) -> int:
-    """The actors `run_on_ray` starts for many tasks: `options.workers`, else the worker slots
-    of the cluster's CPUs (GPUs with `gpus_per_worker`)."""
-    if options.workers is not None:
-        return options.workers
-    resources = connect(options).cluster_resources()
-    if options.gpus_per_worker:
-        return max(1, int(resources.get("GPU", 0) // options.gpus_per_worker))
-    return max(1, int(resources.get("CPU", 1) // options.cpus_per_worker))
 
 
 class RayBlocks:
