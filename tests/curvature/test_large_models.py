@@ -14,7 +14,7 @@ from torch import nn
 import lossatlas as la
 from lossatlas.curvature import solvers
 from lossatlas.curvature.eigen import hessian_eigen, power_iteration
-from lossatlas.curvature.lanczos import dot, dot_products, norm
+from lossatlas.curvature.lanczos import Orthogonality, dot, dot_products, norm
 from lossatlas.curvature.operator import HessianOperator
 from lossatlas.curvature.probes import gaussian, rademacher
 from lossatlas.curvature.trace import _orthonormal, hessian_trace
@@ -244,3 +244,67 @@ def test_spectral_density_fits_its_basis_in_memory_or_says_so(monkeypatch) -> No
     monkeypatch.setattr(solvers, "LANCZOS_MEMORY", 8)
     with pytest.raises(la.LossatlasError, match="lower steps, or pass reorthogonalize=False"):
         la.spectral_density(problem, n_vectors=3, steps=2, quiet=True)
+
+
+# -- partial re-orthogonalisation ----------------------------------------------------------------
+def float32_planted(spectrum: np.ndarray, seed: int = 3) -> tuple[la.Problem, np.ndarray]:
+    model, (X, lam), loss_fn, Q = planted_quadratic(spectrum.tolist(), seed=seed)
+    problem = la.Problem(model.float(), loss_fn, (X.float(), lam.float()))
+    return problem, ((Q * lam) @ Q.T).numpy()
+
+
+def lanczos_basis(H: np.ndarray, steps: int, *, partial: bool) -> tuple[np.ndarray, int]:
+    """A float32 Lanczos basis of a dense `H`, with partial (Simon's estimates decide) or no
+    re-orthogonalisation; returns the basis and how many steps were re-orthogonalised."""
+    Hf = torch.from_numpy(H.astype(np.float32))
+    q = torch.randn(H.shape[0], generator=torch.Generator().manual_seed(0))
+    Q, alpha, beta = [q / q.norm()], [], []
+    omega, scale, fixed = Orthogonality(float(torch.finfo(torch.float32).eps)), 0.0, 0
+    for j in range(steps):
+        w = Hf @ Q[-1]
+        alpha.append(float(Q[-1] @ w))
+        w -= alpha[-1] * Q[-1] + (beta[-1] * Q[-2] if j else 0)
+        b = float(w.norm())
+        scale = max(scale, abs(alpha[-1]) + b)
+        if omega.advance(alpha, beta, b, scale) and partial:
+            for _ in range(2):
+                basis = torch.stack(Q)
+                w -= basis.T @ (basis @ w)
+            b, fixed = float(w.norm()), fixed + 1
+            omega.reset()
+        beta.append(b)
+        Q.append(w / b)
+    return torch.stack(Q).double().numpy(), fixed
+
+
+def test_simons_estimates_keep_the_basis_semi_orthogonal():
+    """A spectrum with well separated top eigenvalues: they converge fast and the plain
+    recurrence loses orthogonality (far beyond sqrt(eps)); with the estimates deciding, the
+    basis stays within a small multiple of sqrt(eps), re-orthogonalising only some steps."""
+    spectrum = np.concatenate([[50.0, 40.0, 30.0], np.linspace(0.0, 1.0, 397)])
+    H = np.diag(spectrum)
+    limit = math.sqrt(float(torch.finfo(torch.float32).eps))
+    plain, _ = lanczos_basis(H, 60, partial=False)
+    assert np.abs(plain @ plain.T - np.eye(len(plain))).max() > 100 * limit
+    basis, fixed = lanczos_basis(H, 60, partial=True)
+    assert np.abs(basis @ basis.T - np.eye(len(basis))).max() < 3 * limit
+    assert 0 < fixed < 40
+
+
+def test_partial_reorthogonalisation_in_hessian_eigen_matches_the_planted_spectrum():
+    """A loose `tol` needs no re-orthogonalisation at all; a tight one re-orthogonalises as
+    the estimates demand; both agree with the planted float32 spectrum, and the Ritz
+    vectors' residuals are checked from the kept products."""
+    spectrum = np.concatenate([[9.0, 7.5, 6.0], np.linspace(-1.0, 3.0, 497)])
+    problem, H = float32_planted(spectrum)
+    loose = hessian_eigen(problem, k=1, tol=1e-3)
+    assert loose.settings["reorthogonalized"] == 0
+    assert loose.eigenvalues[0] == pytest.approx(9.0, rel=1e-3) and loose.converged.all()
+    tight = hessian_eigen(problem, k=3, tol=1e-6)
+    assert 0 < tight.settings["reorthogonalized"] < tight.settings["steps"]
+    np.testing.assert_allclose(tight.eigenvalues, [9.0, 7.5, 6.0], rtol=1e-5)
+    assert tight.converged.all()
+    explicit = np.linalg.norm(
+        H @ tight.eigenvectors - tight.eigenvectors * tight.eigenvalues, axis=0
+    )
+    np.testing.assert_allclose(tight.residuals, explicit, rtol=0, atol=1e-5 * 9.0)

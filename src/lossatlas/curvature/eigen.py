@@ -1,7 +1,7 @@
 """Extreme Hessian eigenpairs by Lanczos, implicitly restarted Lanczos (ARPACK), or power
 iteration.
 
-`hessian_eigen` runs the Lanczos process (Lanczos 1950) with full re-orthogonalisation for a
+`hessian_eigen` runs the Lanczos process (Lanczos 1950) with partial re-orthogonalisation for a
 few eigenpairs at one end of the spectrum, keeping its vectors in the operator's dtype and
 device, or asks ARPACK's implicitly restarted Lanczos method (Sorensen 1992; Lehoucq, Sorensen
 & Yang, "ARPACK Users' Guide", SIAM 1998) through `scipy.sparse.linalg.eigsh` (which one:
@@ -170,7 +170,7 @@ def hessian_eigen(
 ) -> Eigen:
     """The `k` extreme eigenpairs of the Hessian by Lanczos, with a residual check.
 
-    `solver="lanczos"` runs one Lanczos process with full re-orthogonalisation and stops as
+    `solver="lanczos"` runs one Lanczos process with partial re-orthogonalisation and stops as
     soon as the wanted Ritz pairs meet `tol` (see `lossatlas.curvature.lanczos.lanczos_eigen`):
     the fewest products, at the memory of one vector per step, kept in the operator's dtype
     and device (Paige 1976 and Simon 1984 for why a float32 basis is enough for a float32

@@ -230,7 +230,7 @@ class HessianOperator:
             raise LossatlasError(
                 f"Hessian-vector products fail on this model: {one_line(exc)}"
             ) from exc
-        out = torch.cat(blocks, dim=1) if blocks else V.clone()
+        out = V.clone() if not blocks else blocks[0] if len(blocks) == 1 else torch.cat(blocks, 1)
         # The sum is finite when every entry is (4x cheaper than the elementwise test); the
         # full test only runs to rule out an overflow of the sum.
         if not bool(torch.isfinite(out.sum())) and not bool(torch.isfinite(out).all()):

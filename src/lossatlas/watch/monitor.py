@@ -169,7 +169,8 @@ class Monitor:
             )
         lam = float(eig.eigenvalues[0])
         if math.isfinite(lam):
-            self._v0 = eig.eigenvectors[:, 0]
+            # float32, as `state_dict` saves it: a resumed run starts from the same vector
+            self._v0 = eig.eigenvectors[:, 0].astype(np.float32)
         trace = stderr = math.nan
         if self.trace:
             t = hessian_trace(op, n_vectors=self.trace, seed=self.seed + step, quiet=True)
@@ -213,14 +214,14 @@ class Monitor:
     def state_dict(self) -> dict[str, Any]:
         """What a resumed training needs: the rows, the step count and the last eigenvector
         (float32: a warm start needs no more)."""
-        v0 = None if self._v0 is None else torch.from_numpy(np.asarray(self._v0, np.float32))
+        v0 = None if self._v0 is None else torch.from_numpy(self._v0.copy())
         return {"rows": [dict(r) for r in self._rows], "steps_seen": self.steps_seen, "v0": v0}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from `state_dict()`: rows the file holds after its step are dropped."""
         self._rows = [dict(r) for r in state["rows"]]
         self.steps_seen = int(state["steps_seen"])
-        self._v0 = None if state.get("v0") is None else np.asarray(state["v0"], dtype=np.float64)
+        self._v0 = None if state.get("v0") is None else np.asarray(state["v0"], dtype=np.float32)
         if self.file is not None:
             self.file.truncate(self.steps_seen)
 
