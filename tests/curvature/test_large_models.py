@@ -266,7 +266,8 @@ def lanczos_basis(H: np.ndarray, steps: int, *, partial: bool) -> tuple[np.ndarr
         w -= alpha[-1] * Q[-1] + (beta[-1] * Q[-2] if j else 0)
         b = float(w.norm())
         scale = max(scale, abs(alpha[-1]) + b)
-        if omega.advance(alpha, beta, b, scale) and partial:
+        local = [float(Q[-1] @ w)] + ([float(Q[-2] @ w)] if j else [])
+        if omega.advance(alpha, beta, b, scale, local) and partial:
             for _ in range(2):
                 basis = torch.stack(Q)
                 w -= basis.T @ (basis @ w)

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch.func import functional_call
 
+from lossatlas.core.losses import faster
 from lossatlas.errors import LossatlasError
 
 Inputs = Any  # a tensor, a tuple/list of tensors, or a mapping of name -> tensor
@@ -212,8 +213,10 @@ def unwrapped(loss_fn: Callable) -> Callable:
 def on_logits(loss_fn: Callable) -> Callable:
     """A `torch.nn` loss (or built-in metric) that reads the logits of structured outputs."""
 
+    fast = faster(loss_fn)
+
     def wrapped(outputs: Any, targets: Targets) -> torch.Tensor:
-        return loss_fn(logits_of(outputs), targets)
+        return fast(logits_of(outputs), targets)
 
     wrapped.reduction = getattr(loss_fn, "reduction", "mean")  # type: ignore[attr-defined]
     wrapped.__wrapped__ = loss_fn  # type: ignore[attr-defined]

@@ -347,20 +347,30 @@ class Orthogonality:
         self.previous = np.zeros(0)  # w_{j-1, 0..j-1}
         self.current = np.ones(1)  # w_{j, 0..j}
 
-    def advance(self, alpha: list[float], beta: list[float], b: float, scale: float) -> bool:
-        """Estimate `w_{j+1, .}` for the new vector `r / b` (`alpha` to `j`, `beta` to `j-1`);
-        True when it needs re-orthogonalising (then `reset` after doing so)."""
+    def advance(
+        self, alpha: list[float], beta: list[float], b: float, scale: float, local: list[float]
+    ) -> bool:
+        """Estimate `w_{j+1, .}` for the new vector `r / b` (`alpha` to `j`, `beta` to `j-1`)
+        from `local`, its measured products with `q_j` and `q_{j-1}` (times `b`); True when it
+        needs re-orthogonalising (then `reset` after doing so).
+
+        The measured products seed the recurrence: they show the rounding of this step
+        (the product `H q_j` included, which in a deep network is far above `eps ||H||`: a
+        float64 transformer's products lost orthogonality 1e-10 per step, 1e6 times the
+        estimate from `eps` alone), and the same rounding is assumed along the older vectors.
+        """
         j = len(alpha) - 1
         if b <= 0:  # an invariant subspace: the run stops here
             return False
+        rounding = max(self.eps * scale, max(abs(x) for x in local))
         a, bt, cur, prev = np.array(alpha), np.array(beta), self.current, self.previous
         new = np.empty(j + 2)
         if j:
             k = np.arange(j)
             raw = bt[k] * cur[k + 1] + (a[k] - a[j]) * cur[k] - bt[j - 1] * prev[k]
             raw[1:] += bt[k[1:] - 1] * cur[k[1:] - 1]
-            new[:j] = (raw + np.copysign(self.eps * scale, raw)) / b
-        new[j] = self.eps * scale / b  # the recurrence's rounding along q_j
+            new[:j] = (raw + np.copysign(rounding, raw)) / b
+        new[j - len(local) + 1 : j + 1] = np.maximum(np.abs(local[::-1]), self.eps * scale) / b
         new[j + 1] = 1.0
         self.previous, self.current = cur, new
         return bool(np.max(np.abs(new[: j + 1])) > self.limit)
@@ -460,7 +470,8 @@ def lanczos_eigen(
             w.add_(Q.row(j - 1), alpha=-beta[-1])
         b = norm(w)
         scale = max(scale, abs(alpha[-1]) + b)
-        if omega.advance(alpha, beta, b, scale):
+        local = [dot(q, w)] + ([dot(Q.row(j - 1), w)] if j else [])
+        if omega.advance(alpha, beta, b, scale, local):
             c = Q.coefficients(w)
             Q.subtract(w, c)
             b = norm(w)

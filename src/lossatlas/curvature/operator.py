@@ -137,6 +137,16 @@ class HessianOperator:
         if self.device.type == "cpu":
             tune_malloc()  # freed activations kept, not faulted in again every product
 
+    def move_to(self, at: Any) -> None:
+        """Take the products at another point from now on (a model or `{name: tensor}`): the
+        parameters, the data subset and the plan stay; the kept gradient graphs are rebuilt
+        at the next product. A `Monitor` moves one operator along a training run this way
+        instead of planning a new one at every record."""
+        center = as_center(self.problem, at, what="at")
+        self.point = {n: center[n] for n in self.names}
+        self.fixed = {n: w for n, w in center.items() if n not in self.point}
+        self._graphs, self._graph_loss = None, 0.0
+
     # -- vectors <-> parameter dicts -----------------------------------------------------------
     def flatten(self, tensors: dict[str, torch.Tensor]) -> torch.Tensor:
         """The chosen parameters' entries of a `{name: tensor}` dict as one flat vector."""

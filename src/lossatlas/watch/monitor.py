@@ -104,9 +104,9 @@ class Monitor:
         self.trace = 0 if not trace else check_count("trace", trace, 3)
         self.val, self.val_data, self.seed = val, val_data, seed
         self.data = data if data == "all" else min(int(data), problem.n_samples)
-        self._operator()  # a bad option fails here, not at the first record
-        if val is not None:
-            HessianOperator(val, at=self.model, data=val_data, seed=seed)
+        # One operator per data set, moved along the training run (a bad option fails here)
+        self._op = self._operator(problem, self.data)
+        self._val_op = None if val is None else self._operator(val, val_data)
         self.settings = {
             "every": every, "data": self.data, "max_hvps": max_hvps, "tol": tol,
             "trace": self.trace, "val_data": val_data if val is not None else None,
@@ -119,11 +119,14 @@ class Monitor:
         self._rows: list[dict[str, float]] = []
         self._v0: np.ndarray | None = None
 
-    def _operator(self, problem: Problem | None = None, data: Any = None) -> HessianOperator:
-        problem = problem or self.problem
-        self._sync_buffers(problem)
-        data = self.data if data is None else data
+    def _operator(self, problem: Problem, data: Any) -> HessianOperator:
         return HessianOperator(problem, at=self.model, data=data, seed=self.seed)
+
+    def _moved(self, op: HessianOperator) -> HessianOperator:
+        """`op` at the live weights and BatchNorm statistics."""
+        self._sync_buffers(op.problem)
+        op.move_to(self.model)
+        return op
 
     def _sync_buffers(self, problem: Problem) -> None:
         """The live model's BatchNorm statistics into the problem's copy (read, not moved)."""
@@ -155,7 +158,8 @@ class Monitor:
         if self._rows and step <= self._rows[-1]["step"]:
             return self._rows[-1]  # this step is already recorded (an epoch end at a record)
         began = time.perf_counter()
-        op = self._operator()
+        op = self._moved(self._op)
+        hvps = op.hvps
         op.gradient()  # builds the kept graphs: the loss, gradient and products share one pass
         loss, gradient = op.loss_and_grad()
         v0 = None
@@ -177,7 +181,7 @@ class Monitor:
             trace, stderr = t.estimate, t.stderr
         val_loss = math.nan
         if self.val is not None:
-            val_loss = self._operator(self.val, self.val_data).metrics()["loss"]
+            val_loss = self._moved(self._val_op).metrics()["loss"]
         lr, momentum = self._lr_momentum()
         row = {
             "step": step, "epoch": math.nan if epoch is None else float(epoch), "loss": loss,
@@ -185,7 +189,7 @@ class Monitor:
             "lambda_error": float(eig.settings["error_bounds"][0]), "lr": lr,
             "momentum": momentum, "threshold": _threshold(lr, momentum), "trace": trace,
             "trace_stderr": stderr, "val_loss": val_loss, "gap": val_loss - loss,
-            "hvps": float(op.hvps), "seconds": time.perf_counter() - began,
+            "hvps": float(op.hvps - hvps), "seconds": time.perf_counter() - began,
         }  # fmt: skip
         self._rows.append(row)
         if self.file is not None:
