@@ -3,13 +3,14 @@
 Every `every` optimizer steps (and whenever `record` is called, e.g. at the end of an epoch) it
 measures, on a fixed subset of the training data: the loss and its gradient's norm; the top
 Hessian eigenvalue `lambda_max` by Lanczos, warm-started from the previous record's eigenvector
-plus the gradient and a Gaussian (alone, the old eigenvector can be nearly an eigenvector of the
-new Hessian for its second eigenvalue, and Lanczos then stops on that value within two products,
-never seeing the new top: measured on a small network); Cohen et al. 2021 follow `lambda_max`
-against `2 / lr`, the edge of stability; optionally the Hessian trace (Hutch++, Meyer et al.
-2021) and the loss on validation data (the generalisation gap). It reads the optimizer's
-learning rate and momentum at each record, and streams every row (and, for a PCA trajectory, the
-flattened weights) to an HDF5 file as it is taken (`watch.record`).
+with a tenth of the unit gradient mixed in (the gradient lies mostly in the top eigenspace, so
+a new top direction is in the start even if the old eigenvector has turned into the second
+one), stopped when the residual bound meets `tol` (a warm start resolves the top Ritz value
+before the others, so a gap estimated from them would be too large); Cohen et al. 2021 follow
+`lambda_max` against `2 / lr`, the edge of stability; optionally the Hessian trace (Hutch++,
+Meyer et al. 2021) and the loss on validation data (the generalisation gap). It reads the
+optimizer's learning rate and momentum at each record, and streams every row (and, for a PCA
+trajectory, the flattened weights) to an HDF5 file as it is taken (`watch.record`).
 
 The model is only read: the measurements run on the Problem's own copy at the live weights
 (`HessianOperator(problem, at=model)`), with the live BatchNorm statistics copied into that
@@ -33,11 +34,12 @@ from lossatlas.core.planning import blas_on_one_thread
 from lossatlas.core.problem import Problem
 from lossatlas.curvature.edge import lr_and_momentum
 from lossatlas.curvature.eigen import hessian_eigen
-from lossatlas.curvature.lanczos import start_vector
 from lossatlas.curvature.operator import HessianOperator
 from lossatlas.curvature.trace import hessian_trace
 from lossatlas.errors import LossatlasError, LossatlasWarning, check_count
 from lossatlas.watch.record import COLUMNS, MonitorFile, MonitorRecord
+
+WARM_GRADIENT = 0.1  # weight of the unit gradient added to the previous unit eigenvector
 
 
 def _threshold(lr: float, momentum: float) -> float:
@@ -163,9 +165,11 @@ class Monitor:
         op.gradient()  # builds the kept graphs: the loss, gradient and products share one pass
         loss, gradient = op.loss_and_grad()
         v0 = None
-        if self._v0 is not None:  # the last eigenvector, with the default start mixed in
-            v0 = start_vector(op, None, self.seed + step).cpu().double().numpy()
-            v0 += self._v0 / np.linalg.norm(self._v0)
+        if self._v0 is not None:  # the last eigenvector, a little of the gradient mixed in
+            v0 = self._v0 / np.linalg.norm(self._v0)
+            size = float(gradient.norm())
+            if math.isfinite(size) and size > 0:
+                v0 = v0 + WARM_GRADIENT * (gradient / size).cpu().numpy()
         with warnings.catch_warnings():  # a budget that runs out is recorded, not warned
             warnings.simplefilter("ignore", LossatlasWarning)
             eig = hessian_eigen(
