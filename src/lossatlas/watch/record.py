@@ -141,20 +141,23 @@ class MonitorFile:
                 "choose another out="
             )
         f.flush()
+        # Open handles: looking a dataset up by name costs more than writing a row to it.
+        self.columns = {name: f[name] for name in COLUMNS}
+        self.weights = f.get("weights")
 
     @property
     def rows(self) -> int:
-        return int(self.file["step"].shape[0])
+        return int(self.columns["step"].shape[0])
 
     def append(self, row: dict[str, float], weights: np.ndarray | None) -> None:
-        f, n = self.file, self.rows
-        for name in COLUMNS:
-            f[name].resize((n + 1,))
-            f[name][n] = row[name]
-        if weights is not None and "weights" in f:
-            f["weights"].resize((n + 1, f["weights"].shape[1]))
-            f["weights"][n] = weights
-        f.flush()
+        n = self.rows
+        for name, column in self.columns.items():
+            column.resize((n + 1,))
+            column[n] = row[name]
+        if weights is not None and self.weights is not None:
+            self.weights.resize((n + 1, self.weights.shape[1]))
+            self.weights[n] = weights
+        self.file.flush()
 
     def truncate(self, last_step: int) -> None:
         """Drop the rows after `last_step` (a training resumed from an earlier checkpoint)."""
