@@ -118,7 +118,7 @@ def minima(
         results["barriers"] = la.barrier_matrix(problem, runs, quiet=bars, ray=ray_options)
     if curve:
         fitted = la.fit_curve(
-            problem, runs[0], runs[1], optimizer="adam", lr=0.05, steps=300, quiet=bars
+            problem, runs[0], runs[1], optimizer="adam", lr=0.01, steps=300, quiet=bars
         )
         results["curve"] = la.curve_losses(problem, fitted)
     files = {name: str(save(result, out / f"{name}.h5")) for name, result in results.items()}
