@@ -14,8 +14,9 @@ from torch import nn
 import lossatlas as la
 from lossatlas.curvature import solvers
 from lossatlas.curvature.eigen import hessian_eigen, power_iteration
-from lossatlas.curvature.lanczos import Orthogonality, dot, dot_products, norm
+from lossatlas.curvature.lanczos import dot, dot_products, norm
 from lossatlas.curvature.operator import HessianOperator
+from lossatlas.curvature.orthogonality import Orthogonality
 from lossatlas.curvature.probes import gaussian, rademacher
 from lossatlas.curvature.trace import _orthonormal, hessian_trace
 from tests.oracles.cases import build_case
