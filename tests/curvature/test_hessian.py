@@ -235,3 +235,22 @@ def test_an_op_without_second_derivative_is_one_line() -> None:
     with pytest.raises(la.LossatlasError, match="Hessian-vector products fail") as info:
         la.hessian_eigen(problem, k=1, method="forward")
     assert "\n" not in str(info.value)
+
+
+def test_move_to_takes_the_products_at_the_new_weights_and_release_frees_the_graphs():
+    """One operator moved to other weights gives what a fresh operator built there gives,
+    with its data subset and plan kept."""
+    case = build_case("cnn_bn")
+    problem = problem_of(case, batch=16)
+    op = HessianOperator(problem, data=40, seed=3)
+    v = torch.randn(op.dim, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    before = op.matvec(v)
+    moved = {n: w + 0.05 * torch.randn_like(w) for n, w in problem.params.items()}
+    op.move_to(moved)
+    fresh = HessianOperator(problem, at=moved, data=40, seed=3)
+    torch.testing.assert_close(op.matvec(v), fresh.matvec(v), rtol=1e-12, atol=1e-14)
+    assert not torch.allclose(op.matvec(v), before)
+    assert op.loss_and_grad()[0] == pytest.approx(fresh.loss_and_grad()[0], rel=1e-12)
+    op.release()
+    torch.testing.assert_close(op.matvec(v), fresh.matvec(v), rtol=1e-12, atol=1e-14)
+    assert op.cached  # the plan stays

@@ -145,6 +145,10 @@ class HessianOperator:
         center = as_center(self.problem, at, what="at")
         self.point = {n: center[n] for n in self.names}
         self.fixed = {n: w for n, w in center.items() if n not in self.point}
+        self.release()
+
+    def release(self) -> None:
+        """Free the kept gradient graphs (their activations); the next product rebuilds them."""
         self._graphs, self._graph_loss = None, 0.0
 
     # -- vectors <-> parameter dicts -----------------------------------------------------------

@@ -195,6 +195,7 @@ class Monitor:
             "trace_stderr": stderr, "val_loss": val_loss, "gap": val_loss - loss,
             "hvps": float(op.hvps - hvps), "seconds": time.perf_counter() - began,
         }  # fmt: skip
+        op.release()  # no graph held while training goes on
         self._rows.append(row)
         if self.file is not None:
             self.file.append(row, self._flat_weights() if self.keep_weights else None)
