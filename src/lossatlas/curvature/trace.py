@@ -169,7 +169,13 @@ def hessian_trace(
         n_vectors: the budget of Hessian-vector products `m`. Hutchinson uses `m` Rademacher
             vectors. Hutch++ uses `k = m // 3` for the sketch `H S`, `k` for `H Q` and the other
             `m - 2k` for the residual (so every product is spent; a multiple of 3 splits evenly).
-        method: `"hutch++"` (default) or `"hutchinson"`.
+        method: `"hutch++"` (default) or `"hutchinson"`. Hutch++ deflates the sketch's span
+            exactly and pays when the top of the spectrum carries most of `||H||_F^2`: on the
+            digits MLP (26k weights, 300 products) its standard error was 9x smaller than
+            Hutchinson's. On a large network whose spectrum is a flat bulk its sketch captures
+            little, and a third of the products feed only the residual: on ResNet-18 (11M
+            weights, 30 products) Hutch++'s standard error was 4.8 against Hutchinson's 3.7,
+            so there ask for `"hutchinson"`; both report their standard error.
         seed: seed of the random vectors (the result is reproducible given it).
         quiet: hide the progress bar (default: the LOSSATLAS_QUIET environment variable).
         ray: compute the products on a Ray cluster: its address (`"auto"`, `"host:port"`) or
