@@ -46,6 +46,15 @@ def test_float32_within_rounding_and_other_ignore_index():
     assert abs(float(faster(loss)(z, y)) - float(expected)) < 1e-6 * float(expected)
 
 
+def test_an_ignored_sample_with_non_finite_logits_is_left_out_as_in_pytorch():
+    z, y = logits_and_targets(6, 4)
+    z[2, 1] = float("nan")
+    y[2] = -100
+    fast = faster(nn.CrossEntropyLoss())
+    torch.testing.assert_close(fast(z, y), F.cross_entropy(z, y), rtol=1e-14, atol=1e-14)
+    assert torch.isfinite(fast(z, y))
+
+
 def test_all_ignored_is_nan_as_in_pytorch():
     z, y = logits_and_targets(4, 3)
     y[:] = -100

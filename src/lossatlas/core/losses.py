@@ -30,7 +30,7 @@ def cross_entropy(
     log_p = torch.log_softmax(logits.T, dim=0)  # (C, N): vectorised over the samples
     keep = targets != ignore_index
     picked = log_p.gather(0, torch.where(keep, targets, 0)[None])[0]
-    nll = -picked * keep
+    nll = torch.where(keep, -picked, 0.0)  # an ignored sample's NaN stays out, as in PyTorch
     if reduction == "none":
         return nll
     return nll.sum() if reduction == "sum" else nll.sum() / keep.sum()
