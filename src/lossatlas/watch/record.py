@@ -34,7 +34,10 @@ class MonitorRecord:
     Attributes:
         step, epoch: the training step (optimizer steps) and epoch of each record.
         loss, grad_norm: the training loss and its gradient's norm on the monitor's data.
-        lambda_max, lambda_error: the top Hessian eigenvalue and a bound of its error.
+        lambda_max, lambda_error: the top Hessian eigenvalue (the top Ritz value, never above
+            it) and its residual bound: an eigenvalue lies within `lambda_error` of it, the
+            top one once Lanczos has found the top of the spectrum, which is what `tol` and
+            the warm start are for (a Krylov method cannot see a direction its start lacks).
         lr, momentum, threshold: the optimizer's learning rate and heavy-ball momentum, and
             `(2 + 2 momentum) / lr`, the largest `lambda_max` stable at that rate.
         trace, trace_stderr: the Hessian trace (Hutch++) and its standard error, if asked.
