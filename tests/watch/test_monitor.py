@@ -5,6 +5,7 @@ and without it; the streamed file; resuming."""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import numpy as np
 import pytest
@@ -182,6 +183,10 @@ def test_the_pca_plane_figure_report_and_cli(tmp_path):
     record = la.load(out)
     fig = la.figure_monitor(record)
     assert len(fig.axes) == 3
+    # every lambda_max positive (no lr given here, so no threshold): a log axis
+    assert fig.axes[0].get_yscale() == "log"
+    negative = dataclasses.replace(record, lambda_max=-record.lambda_max)
+    assert la.figure_monitor(negative).axes[0].get_yscale() == "linear"
     assert la.plot_monitor(record, tmp_path / "m.png").stat().st_size > 1000
     page = la.write_report([record, saved], tmp_path / "r.html")
     assert "Training, watched" in page.read_text()

@@ -54,12 +54,8 @@ def watching_sections(
         "the training loss is the generalisation gap. The weights stay bit-identical to "
         "training without the monitor (tested)."
     )
-    facts = {
-        "records": head["records"],
-        "λmax at the end": head["lambda_max_last"],
+    facts = {  # beside the section's own cards (records, lambda_max, gap, HVPs)
         "stability threshold (2 + 2β) / lr": head["threshold_last"],
-        "generalisation gap at the end": head["gap_last"],
-        "Hessian-vector products in all": head["hvps"],
         "seconds measuring": head["seconds"],
     }
     plane_text = (

@@ -15,7 +15,7 @@ import numpy as np
 from lossatlas.errors import LossatlasError
 from lossatlas.plot._common import panel_axes, save
 from lossatlas.watch.monitor import Monitor
-from lossatlas.watch.record import MonitorRecord
+from lossatlas.watch.record import MonitorRecord, positive
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -58,6 +58,8 @@ def figure_monitor(
     if np.isfinite(h.threshold).any():
         label = "2 / lr" if not np.nan_to_num(h.momentum).any() else "(2 + 2 momentum) / lr"
         sharp.plot(h.step, h.threshold, ls="--", color="k", drawstyle="steps-post", label=label)
+    if positive(h.lambda_max, h.threshold):  # lambda_max far below its threshold stays visible
+        sharp.set_yscale("log")
     sharp.set_ylabel("largest Hessian eigenvalue")
     sharp.set_title("sharpness and the edge of stability", fontsize=10)
     if len(axes) > 1:

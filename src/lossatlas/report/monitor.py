@@ -9,6 +9,7 @@ import numpy as np
 
 from lossatlas.report.figures import LEGEND, clean
 from lossatlas.report.parts import Parts
+from lossatlas.watch.record import positive
 
 if TYPE_CHECKING:
     import plotly.graph_objects as go
@@ -46,7 +47,13 @@ def figures(record: MonitorRecord) -> list[tuple[go.Figure, str]]:
         losses["validation loss"] = record.val_loss
     return [
         (
-            _lines(record.step, sharp, "Sharpness and the edge of stability", "eigenvalue"),
+            _lines(
+                record.step,
+                sharp,
+                "Sharpness and the edge of stability",
+                "eigenvalue",
+                positive(*sharp.values()),
+            ),
             "The largest Hessian eigenvalue at the live weights (Lanczos, warm-started from the "
             "previous record) and the largest one stable at the optimizer's rate, (2 + 2 "
             "momentum) / lr (Cohen et al. 2021: full-batch gradient descent drives lambda_max "

@@ -27,6 +27,14 @@ COLUMNS = (
 )  # fmt: skip
 
 
+def positive(*series: np.ndarray) -> bool:
+    """Whether every finite value is above zero (a log axis shows lambda_max far below its
+    threshold, e.g. 0.16 against 76, which a linear axis flattens onto zero)."""
+    values = np.concatenate([np.asarray(s, dtype=float) for s in series])
+    values = values[np.isfinite(values)]
+    return bool(values.size) and bool((values > 0).all())
+
+
 @dataclass(frozen=True, eq=False)
 class MonitorRecord:
     """A training run watched by `Monitor`: one entry per record, NaN where not measured.
